@@ -1,0 +1,93 @@
+# Jiankang build. `make run` starts a demo platform; `make test` runs every test.
+.SUFFIXES:
+
+PKGS     := libmicrohttpd json-c sqlite3 libpq openssl libsodium
+VERSION  := 0.1.0
+CC       := cc
+WARN     := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
+            -Wformat=2 -fno-common -fstack-protector-strong
+CPPFLAGS := -D_GNU_SOURCE -DJK_VERSION=\"$(VERSION)\" -Isrc
+DEPCFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+DEPLIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lpthread -lm
+OPT      := -O2 -g -D_FORTIFY_SOURCE=2
+SANFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+LIB_SRC  := $(shell find src -name '*.c' ! -path 'src/cli/main.c' | sort)
+MAIN_SRC := src/cli/main.c
+UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
+
+OBJ      := $(LIB_SRC:%.c=build/rel/%.o)
+SAN_OBJ  := $(LIB_SRC:%.c=build/san/%.o)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=build/san/tests/%)
+
+PORT ?= 8080
+
+.PHONY: all deps run test test-unit test-api test-pg check format bench clean
+
+all: jiankang
+
+deps:
+	@tools/setup-deps.sh build
+
+jiankang: $(OBJ) build/rel/$(MAIN_SRC:.c=.o)
+	$(CC) -o $@ $^ $(DEPLIBS)
+
+build/jiankang-san: $(SAN_OBJ) build/san/$(MAIN_SRC:.c=.o)
+	$(CC) $(SANFLAGS) -o $@ $^ $(DEPLIBS)
+
+build/rel/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(OPT) $(CPPFLAGS) $(DEPCFLAGS) -MMD -MP -c -o $@ $<
+
+build/san/%.o: %.c
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(SANFLAGS) $(CPPFLAGS) $(DEPCFLAGS) -MMD -MP -c -o $@ $<
+
+build/san/tests/%: tests/unit/%.c $(SAN_OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(SANFLAGS) $(CPPFLAGS) $(DEPCFLAGS) -Itests/unit -o $@ $^ $(DEPLIBS) -lcmocka
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+run:
+	@tools/setup-deps.sh build
+	@$(MAKE) --no-print-directory jiankang
+	@mkdir -p var
+	./jiankang demo --db sqlite:var/jiankang.db
+	./jiankang serve --listen 127.0.0.1:$(PORT) --db sqlite:var/jiankang.db
+
+test:
+	@tools/setup-deps.sh test
+	@$(MAKE) --no-print-directory node_modules/.package-lock.json
+	@$(MAKE) --no-print-directory test-unit test-api
+
+test-unit: $(UNIT_BIN)
+	@tools/run-unit-tests.sh $(UNIT_BIN)
+
+test-api: build/jiankang-san node_modules/.package-lock.json
+	python3 tests/api/run.py --binary build/jiankang-san --backend sqlite
+	python3 tests/api/run.py --binary build/jiankang-san --backend postgresql
+
+check:
+	@tools/setup-deps.sh check
+	@$(MAKE) --no-print-directory node_modules/.package-lock.json
+	clang-format --dry-run -Werror $$(find src tests/unit fuzz -name '*.[ch]' ! -name '*_gen.[ch]')
+	cppcheck --quiet --error-exitcode=1 --enable=warning,portability --inline-suppr \
+	    --suppress=missingIncludeSystem -Isrc src
+	@if grep -rnE '\b(sprintf|vsprintf|strcpy|strcat|strncpy|strtok|atoi|atol|gets|sscanf)[[:space:]]*\(' src; then \
+	    echo "check: banned functions above (see docs/style.md)"; exit 1; fi
+	python3 tools/gen_fhir.py --check
+
+format:
+	clang-format -i $$(find src tests/unit fuzz -name '*.[ch]' ! -name '*_gen.[ch]')
+
+bench: jiankang
+	@tools/setup-deps.sh bench
+	bench/run.sh
+
+clean:
+	rm -rf build jiankang
+
+-include $(OBJ:.o=.d) $(SAN_OBJ:.o=.d)

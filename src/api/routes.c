@@ -1,0 +1,96 @@
+/* routes.c - the route table, and the small handlers that need no service. */
+#include <string.h>
+
+#include "api/api_int.h"
+#include "core/arena.h"
+#include "core/time.h"
+#include "fhir/model.h"
+
+static const struct jk_route routes[] = {
+    {"GET", "/healthz", jk_api_healthz},
+    {"GET", "/metrics", jk_api_metrics},
+    {"GET", "/fhir/R4/metadata", jk_api_fhir_metadata},
+    {"GET", "/fhir/R4/_history", jk_api_fhir_history},
+    {"GET", "/fhir/R4/:type/_history", jk_api_fhir_history},
+    {"GET", "/fhir/R4/:type/:id/_history", jk_api_fhir_history},
+    {"GET", "/fhir/R4/:type/:id/_history/:vid", jk_api_fhir_vread},
+    {"GET", "/fhir/R4/:type/:id", jk_api_fhir_read},
+    {"PUT", "/fhir/R4/:type/:id", jk_api_fhir_update},
+    {"DELETE", "/fhir/R4/:type/:id", jk_api_fhir_delete},
+    {"POST", "/fhir/R4/:type", jk_api_fhir_create},
+    {"PUT", "/fhir/R4/:type", jk_api_fhir_cond_update},
+    {"DELETE", "/fhir/R4/:type", jk_api_fhir_cond_delete},
+};
+
+const struct jk_route *jk_api_routes(size_t *n)
+{
+    *n = sizeof routes / sizeof routes[0];
+    return routes;
+}
+
+jk_rc jk_api_healthz(struct jk_http_req *rq)
+{
+    static const char ok[] = "{\"status\":\"ok\"}";
+    static const char sql[] = "SELECT 1";
+    jk_conn *c = jk_store_conn(jk_api_app(rq)->db);
+    jk_stmt *s;
+    int has_row = 0;
+    if (!c || jk_conn_prepare(c, sql, &s)) return JK_EDB;
+    jk_rc rc = jk_stmt_step(s, &has_row);
+    jk_stmt_reset(s);
+    if (rc || !has_row) return JK_EDB;
+    return jk_http_respond(rq, 200, "application/json", ok, sizeof ok - 1);
+}
+
+jk_rc jk_api_metrics(struct jk_http_req *rq)
+{
+    struct jk_buf b;
+    jk_buf_init(&b, 0);
+    jk_rc rc = jk_http_metrics(jk_api_app(rq)->srv, &b);
+    char *text = rc ? NULL : jk_arena_strndup(rq->arena, b.p, b.len);
+    size_t len = b.len;
+    jk_buf_free(&b);
+    if (!text) return rc ? rc : JK_ENOMEM;
+    return jk_http_respond(rq, 200, "text/plain; version=0.0.4", text, len);
+}
+
+/* The CapabilityStatement lists exactly the interactions the routes above implement. */
+jk_rc jk_api_fhir_metadata(struct jk_http_req *rq)
+{
+    char now[40];
+    struct jk_buf b;
+    jk_buf_init(&b, 0);
+    jk_rc rc = jk_buf_printf(
+        &b,
+        "{\"resourceType\":\"CapabilityStatement\",\"status\":\"active\",\"date\":\"%.10s\","
+        "\"publisher\":\"Jiankang\",\"kind\":\"instance\","
+        "\"software\":{\"name\":\"Jiankang\",\"version\":\"%s\"},"
+        "\"implementation\":{\"description\":\"Jiankang regional health information "
+        "platform\",\"url\":\"%s/fhir/R4\"},"
+        "\"fhirVersion\":\"4.0.1\",\"format\":[\"json\"],"
+        "\"rest\":[{\"mode\":\"server\",\"resource\":[",
+        jk_time_iso(jk_time_now_ms(), now, sizeof now), JK_VERSION, jk_api_app(rq)->base_url);
+    int first = 1;
+    for (size_t i = 0; i < jk_fhir_n_types() && !rc; i++) {
+        const struct jk_fhir_type *t = jk_fhir_type_at((uint16_t)i);
+        if (t->kind != JK_FHIR_RESOURCE || t->is_abstract) continue;
+        rc = jk_buf_printf(
+            &b,
+            "%s{\"type\":\"%s\",\"interaction\":[{\"code\":\"read\"},{\"code\":\"vread\"},"
+            "{\"code\":\"update\"},{\"code\":\"delete\"},{\"code\":\"history-instance\"},"
+            "{\"code\":\"history-type\"},{\"code\":\"create\"}],\"versioning\":\"versioned\","
+            "\"readHistory\":true,\"updateCreate\":true,\"conditionalCreate\":true,"
+            "\"conditionalUpdate\":true,\"conditionalDelete\":\"single\","
+            "\"searchParam\":[{\"name\":\"_id\",\"type\":\"token\",\"documentation\":"
+            "\"in conditional interactions\"},{\"name\":\"identifier\",\"type\":\"token\","
+            "\"documentation\":\"in conditional interactions\"}]}",
+            first ? "" : ",", jk_fhir_str(t->name));
+        first = 0;
+    }
+    if (!rc) rc = jk_buf_puts(&b, "],\"interaction\":[{\"code\":\"history-system\"}]}]}");
+    if (rc) {
+        jk_buf_free(&b);
+        return rc;
+    }
+    return jk_api_send_buf(rq, 200, &b);
+}

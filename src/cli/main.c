@@ -1,0 +1,262 @@
+/* main.c - the jiankang command: serve, migrate, demo. */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "api/api.h"
+#include "core/arena.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "core/time.h"
+#include "fhir/rest.h"
+#include "fhir/validate.h"
+
+static const char usage_main[] =
+    "usage: jiankang COMMAND [OPTIONS]\n"
+    "\n"
+    "Jiankang, a regional health information platform with a FHIR R4 API.\n"
+    "\n"
+    "commands:\n"
+    "  serve     start the HTTP server\n"
+    "  migrate   create or upgrade the database schema\n"
+    "  demo      create the schema and load the demo region\n"
+    "\n"
+    "options of every command:\n"
+    "  --config FILE     settings file (key = value lines)\n"
+    "  --db URL          sqlite:PATH (default sqlite:var/jiankang.db) or postgresql://...\n"
+    "  --listen ADDR:PORT  (serve) where to listen, default 127.0.0.1:8080\n"
+    "  --help, --version\n"
+    "\n"
+    "Settings come from the file, then JIANKANG_<KEY> environment variables, then flags.\n"
+    "Run 'jiankang COMMAND --help' for a command's own help.\n";
+
+static const char usage_serve[] =
+    "usage: jiankang serve [--config FILE] [--listen ADDR:PORT] [--db URL]\n"
+    "Migrates the database, then serves the FHIR R4 API under /fhir/R4, /healthz and\n"
+    "/metrics until SIGTERM or SIGINT, after which in-flight requests finish.\n";
+static const char usage_migrate[] = "usage: jiankang migrate [--config FILE] [--db URL]\n"
+                                    "Applies the database migrations not yet applied.\n";
+static const char usage_demo[] =
+    "usage: jiankang demo [--config FILE] [--db URL] [--file PATH]\n"
+    "Migrates and loads the demo region (default demo/region.json); loading twice changes\n"
+    "nothing but versions.\n";
+
+struct cli {
+    struct jk_config cfg;
+    const char *demo_file;
+};
+
+/* Reads options shared by every command. Returns 0 to go on, otherwise an exit code + 1. */
+static int parse_options(int argc, char **argv, const char *usage, struct cli *cli)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"db", required_argument, NULL, 'd'},
+        {"listen", required_argument, NULL, 'l'}, {"file", required_argument, NULL, 'f'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+    };
+    char err[1200];
+    const char *config_file = NULL, *db = NULL, *listen = NULL;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (c) {
+        case 'c': config_file = optarg; break;
+        case 'd': db = optarg; break;
+        case 'l': listen = optarg; break;
+        case 'f': cli->demo_file = optarg; break;
+        case 'h': fputs(usage, stdout); return 1;
+        default: fputs(usage, stderr); return 3;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "jiankang: unexpected argument '%s'\n%s", argv[optind], usage);
+        return 3;
+    }
+    jk_config_defaults(&cli->cfg);
+    if ((config_file && jk_config_load_file(&cli->cfg, config_file, err, sizeof err)) ||
+        jk_config_load_env(&cli->cfg, err, sizeof err) ||
+        (db && jk_config_set(&cli->cfg, "db", db, "--db", err, sizeof err)) ||
+        (listen && jk_config_set(&cli->cfg, "listen", listen, "--listen", err, sizeof err))) {
+        fprintf(stderr, "jiankang: %s\n", err);
+        return 3;
+    }
+    static const char *const levels[] = {"debug", "info", "warn", "error"};
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(cli->cfg.log_level, levels[i])) {
+            jk_log_set_level((enum jk_log_level)i);
+            return 0;
+        }
+    fprintf(stderr, "jiankang: log_level must be debug, info, warn or error, not '%s'\n",
+            cli->cfg.log_level);
+    return 3;
+}
+
+static jk_store *open_and_migrate(const struct jk_config *cfg)
+{
+    char err[512];
+    jk_store *db = NULL;
+    if (jk_store_open(cfg->db, &db, err, sizeof err)) {
+        fprintf(stderr, "jiankang: %s\n", err);
+        return NULL;
+    }
+    int n = 0;
+    if (jk_store_migrate(db, &n)) {
+        fprintf(stderr, "jiankang: the database migration failed (see the log above)\n");
+        jk_store_close(db);
+        return NULL;
+    }
+    if (n) jk_log_info("store", "applied %d migration(s) to the %s database", n,
+                       jk_store_backend(db));
+    return db;
+}
+
+static int cmd_migrate(struct cli *cli)
+{
+    jk_store *db = open_and_migrate(&cli->cfg);
+    if (!db) return 1;
+    jk_store_close(db);
+    return 0;
+}
+
+/* Loads every resource of a collection Bundle by update-as-create, so loading is repeatable. */
+static int cmd_demo(struct cli *cli)
+{
+    const char *path = cli->demo_file ? cli->demo_file : "demo/region.json";
+    struct json_object *bundle = json_object_from_file(path), *entries;
+    if (!bundle || !json_object_object_get_ex(bundle, "entry", &entries)) {
+        fprintf(stderr, "jiankang: cannot read the demo Bundle %s\n", path);
+        json_object_put(bundle);
+        return 1;
+    }
+    jk_store *db = open_and_migrate(&cli->cfg);
+    if (!db) {
+        json_object_put(bundle);
+        return 1;
+    }
+    int failed = 0;
+    size_t n = json_object_array_length(entries);
+    for (size_t i = 0; i < n; i++) {
+        struct json_object *res = json_object_object_get(json_object_array_get_idx(entries, i),
+                                                         "resource");
+        struct jk_arena *a = jk_arena_new(0);
+        struct jk_diag d;
+        jk_diag_init(&d, a);
+        struct jk_fhir_write w = {.kind = JK_FHIR_UPDATE, .res = res, .arena = a, .diag = &d};
+        w.type = jk_json_str(res, "resourceType");
+        w.id = jk_json_str(res, "id");
+        w.now_ms = jk_time_now_ms();
+        jk_rc rc = !w.type || !w.id ? JK_EINVAL : jk_fhir_validate(res, &d);
+        if (!rc) rc = jk_store_tx(db, jk_fhir_write_tx, &w);
+        if (rc) {
+            fprintf(stderr, "jiankang: demo entry %zu (%s/%s): %s\n", i,
+                    w.type ? w.type : "?", w.id ? w.id : "?",
+                    d.head ? d.head->msg : jk_rc_name(rc));
+            failed = 1;
+        }
+        jk_arena_free(a);
+    }
+    json_object_put(bundle);
+    jk_store_close(db);
+    if (!failed) printf("jiankang: loaded %zu demo resources into %s\n", n, cli->cfg.db);
+    return failed;
+}
+
+static int cmd_serve(struct cli *cli)
+{
+    const struct jk_config *cfg = &cli->cfg;
+    char addr[128];
+    unsigned port;
+    if (jk_config_listen(cfg, addr, sizeof addr, &port)) {
+        fprintf(stderr, "jiankang: listen must be ADDR:PORT, not '%s'\n", cfg->listen);
+        return 1;
+    }
+    /* Signals are taken by sigwait below, never by a worker thread. */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    jk_store *db = open_and_migrate(cfg);
+    if (!db) return 1;
+    long n_threads = cfg->threads ? cfg->threads : sysconf(_SC_NPROCESSORS_ONLN);
+    struct jk_app app = {
+        .db = db,
+        .json_limits = {(int)cfg->max_json_depth, (size_t)cfg->max_array},
+        .max_bundle_entries = (size_t)cfg->max_bundle_entries,
+    };
+    struct jk_http_config hc = {
+        .listen_addr = addr,
+        .port = (uint16_t)port,
+        .n_threads = (unsigned)(n_threads > 0 ? n_threads : 2),
+        .limits = {(size_t)cfg->max_body_bytes, (size_t)cfg->max_url_bytes,
+                   (size_t)cfg->max_headers, (size_t)cfg->max_header_bytes},
+        .on_error = jk_api_error,
+        .is_access_log = (int)cfg->access_log,
+        .app = &app,
+    };
+    hc.routes = jk_api_routes(&hc.n_routes);
+    if (jk_http_start(&hc, &app.srv)) {
+        jk_store_close(db);
+        return 1;
+    }
+    char base[300];
+    if (cfg->base_url[0])
+        snprintf(base, sizeof base, "%s", cfg->base_url);
+    else
+        snprintf(base, sizeof base, "http://%s%s%s:%u", strchr(addr, ':') ? "[" : "", addr,
+                 strchr(addr, ':') ? "]" : "", jk_http_port(app.srv));
+    app.base_url = base;
+    jk_log_info("main", "listening on %s (database: %s, %u threads)", base, jk_store_backend(db),
+                hc.n_threads);
+    printf("Jiankang %s is running.\n"
+           "  FHIR R4 API:    %s/fhir/R4/metadata\n"
+           "  health:         %s/healthz\n"
+           "  metrics:        %s/metrics\n"
+           "Stop with Ctrl-C.\n",
+           JK_VERSION, base, base, base);
+    fflush(stdout);
+    int sig = 0;
+    sigwait(&stop, &sig);
+    jk_log_info("main", "signal %d: finishing in-flight requests", sig);
+    jk_http_stop(app.srv, 10000);
+    jk_store_close(db);
+    jk_log_info("main", "stopped cleanly");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct {
+        const char *name;
+        const char *usage;
+        int (*run)(struct cli *);
+    } commands[] = {
+        {"serve", usage_serve, cmd_serve},
+        {"migrate", usage_migrate, cmd_migrate},
+        {"demo", usage_demo, cmd_demo},
+    };
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
+        !strcmp(argv[1], "help")) {
+        fputs(usage_main, argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("jiankang %s\n", JK_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
+        if (strcmp(argv[1], commands[i].name)) continue;
+        struct cli cli = {.demo_file = NULL};
+        int r = parse_options(argc - 1, argv + 1, commands[i].usage, &cli);
+        if (r) return r - 1;
+        return commands[i].run(&cli);
+    }
+    fprintf(stderr, "jiankang: unknown command '%s'\n%s", argv[1], usage_main);
+    return 2;
+}

@@ -1,0 +1,125 @@
+/* json.c - json-c with the limits and strictness a server facing the network needs. */
+#include "fhir/json.h"
+
+#include <string.h>
+
+#include "core/arena.h"
+
+/* Members of every object in the tree, and whether an array is too long. */
+static size_t count_members(struct json_object *o, size_t max_array, size_t *too_long)
+{
+    size_t n = 0;
+    if (json_object_is_type(o, json_type_object)) {
+        json_object_object_foreach(o, k, v)
+        {
+            (void)k;
+            n += 1 + count_members(v, max_array, too_long);
+        }
+    } else if (json_object_is_type(o, json_type_array)) {
+        size_t len = json_object_array_length(o);
+        if (len > max_array && len > *too_long) *too_long = len;
+        for (size_t i = 0; i < len; i++)
+            n += count_members(json_object_array_get_idx(o, i), max_array, too_long);
+    }
+    return n;
+}
+
+/* Name separators outside strings: one per object member in the text. json-c keeps only the
+ * last of duplicate keys, so fewer members in the tree than here means a duplicate. The text
+ * has already been accepted by the parser, so strings and escapes are well formed. */
+static size_t count_name_separators(const char *p, size_t n)
+{
+    size_t count = 0;
+    int in_string = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        if (in_string) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_string = 0;
+        } else if (c == '"') {
+            in_string = 1;
+        } else if (c == ':') {
+            count++;
+        }
+    }
+    return count;
+}
+
+jk_rc jk_json_parse(const char *p, size_t n, const struct jk_json_limits *lim, struct jk_diag *d,
+                    struct json_object **out)
+{
+    *out = NULL;
+    if (n == 0) return jk_diag_add(d, JK_EINVAL, "structure", NULL, "the body is empty");
+    if (memchr(p, '\0', n))
+        return jk_diag_add(d, JK_EINVAL, "structure", NULL,
+                           "the body contains a NUL byte, which JSON text cannot contain");
+    struct json_tokener *tok = json_tokener_new_ex(lim->max_depth);
+    if (!tok) return JK_ENOMEM;
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+    struct json_object *obj = json_tokener_parse_ex(tok, p, (int)n);
+    enum json_tokener_error err = json_tokener_get_error(tok);
+    size_t offset = json_tokener_get_parse_end(tok);
+    json_tokener_free(tok);
+    if (n > 0x7fffffff)
+        return jk_diag_add(d, JK_ETOOBIG, "too-long", NULL, "the body is too large");
+    if (err == json_tokener_continue)
+        return jk_diag_add(d, JK_EINVAL, "structure", NULL,
+                           "the JSON text ends before it is complete");
+    if (err == json_tokener_error_depth) {
+        json_object_put(obj);
+        return jk_diag_add(d, JK_EINVAL, "structure", NULL,
+                           "the JSON text nests deeper than %d levels", lim->max_depth);
+    }
+    if (err != json_tokener_success) {
+        json_object_put(obj);
+        return jk_diag_add(d, JK_EINVAL, "structure", NULL,
+                           "the body is not valid JSON (%s at byte %zu)",
+                           json_tokener_error_desc(err), offset);
+    }
+    for (size_t i = offset; i < n; i++) {
+        if (!strchr(" \t\r\n", p[i])) {
+            json_object_put(obj);
+            return jk_diag_add(d, JK_EINVAL, "structure", NULL,
+                               "the body has data after the JSON value, at byte %zu", i);
+        }
+    }
+    if (!json_object_is_type(obj, json_type_object)) {
+        json_object_put(obj);
+        return jk_diag_add(d, JK_EINVAL, "structure", NULL, "the body must be a JSON object");
+    }
+    size_t too_long = 0;
+    size_t members = count_members(obj, lim->max_array, &too_long);
+    if (too_long) {
+        json_object_put(obj);
+        return jk_diag_add(d, JK_ETOOBIG, "too-costly", NULL,
+                           "an array has %zu elements; the limit is %zu", too_long,
+                           lim->max_array);
+    }
+    if (members != count_name_separators(p, offset)) {
+        json_object_put(obj);
+        return jk_diag_add(d, JK_EINVAL, "structure", NULL,
+                           "an object has the same property name twice");
+    }
+    *out = obj;
+    return JK_OK;
+}
+
+const char *jk_json_text(struct json_object *obj, struct jk_arena *a, size_t *len)
+{
+    size_t n = 0;
+    const char *s = json_object_to_json_string_length(
+        obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE, &n);
+    char *copy = s ? jk_arena_strndup(a, s, n) : NULL;
+    *len = copy ? n : 0;
+    return copy;
+}
+
+const char *jk_json_str(struct json_object *obj, const char *key)
+{
+    struct json_object *v;
+    if (!json_object_object_get_ex(obj, key, &v) || !json_object_is_type(v, json_type_string))
+        return NULL;
+    return json_object_get_string(v);
+}

@@ -1,0 +1,261 @@
+/* rest.c - create, update and delete with versions, If-Match and conditions, inside one
+ * transaction so that a concurrent writer can never slip in between check and write. */
+#include "fhir/rest.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+
+#include "core/arena.h"
+#include "core/time.h"
+#include "fhir/json.h"
+
+#define MAX_MATCHES 1000
+
+int jk_fhir_id_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 64) return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '.'))
+            return 0;
+    }
+    return 1;
+}
+
+const char *jk_fhir_new_id(struct jk_arena *a)
+{
+    unsigned char b[16];
+    if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b) return NULL;
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40); /* version 4 */
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+    return jk_arena_printf(a,
+                           "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+                           b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10],
+                           b[11], b[12], b[13], b[14], b[15]);
+}
+
+jk_rc jk_fhir_criteria_parse(struct jk_arena *a, struct jk_diag *d, const char *const *keys,
+                             const char *const *values, size_t n, struct jk_fhir_criteria *out)
+{
+    out->items = jk_arena_zalloc(a, (n ? n : 1) * sizeof *out->items);
+    out->n = 0;
+    if (!out->items) return JK_ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        const char *k = keys[i], *v = values[i];
+        if (strcmp(k, "_format") == 0 || strcmp(k, "_pretty") == 0) continue;
+        struct jk_fhir_criterion *c = &out->items[out->n];
+        if (strcmp(k, "_id") == 0) {
+            c->param = "_id";
+            c->code = v;
+        } else if (strcmp(k, "identifier") == 0) {
+            const char *bar = strchr(v, '|');
+            c->param = "identifier";
+            c->system = bar ? jk_arena_strndup(a, v, (size_t)(bar - v)) : NULL;
+            c->code = bar ? bar + 1 : v;
+        } else {
+            return jk_diag_add(d, JK_EINVAL, "not-supported", NULL,
+                               "conditional operations support the parameters _id and "
+                               "identifier; '%s' is not supported",
+                               k);
+        }
+        if (!*c->code)
+            return jk_diag_add(d, JK_EINVAL, "invalid", NULL,
+                               "search parameter '%s' needs a value", k);
+        out->n++;
+    }
+    if (!out->n)
+        return jk_diag_add(d, JK_EINVAL, "invalid", NULL,
+                           "a conditional operation needs at least one search parameter");
+    return JK_OK;
+}
+
+/* Ids of current resources of type that meet every criterion (at most MAX_MATCHES). */
+static jk_rc match(jk_conn *c, struct jk_fhir_write *w, const char ***ids, size_t *n)
+{
+    const char **set = NULL;
+    size_t n_set = 0;
+    for (size_t i = 0; i < w->cond->n; i++) {
+        const struct jk_fhir_criterion *cr = &w->cond->items[i];
+        const char **found;
+        size_t n_found;
+        jk_rc rc;
+        if (strcmp(cr->param, "_id") == 0) {
+            int64_t v;
+            int is_deleted;
+            if ((rc = jk_res_current_version(c, w->type, cr->code, &v, &is_deleted))) return rc;
+            found = jk_arena_alloc(w->arena, sizeof *found);
+            if (!found) return JK_ENOMEM;
+            found[0] = cr->code;
+            n_found = v && !is_deleted;
+        } else if ((rc = jk_res_find_token(c, w->arena, w->type, cr->param, cr->system,
+                                           cr->code, MAX_MATCHES, &found, &n_found))) {
+            return rc;
+        }
+        if (i == 0) {
+            set = found;
+            n_set = n_found;
+            continue;
+        }
+        size_t k = 0; /* intersect in place */
+        for (size_t a = 0; a < n_set; a++)
+            for (size_t b = 0; b < n_found; b++)
+                if (strcmp(set[a], found[b]) == 0) {
+                    set[k++] = set[a];
+                    break;
+                }
+        n_set = k;
+    }
+    *ids = set;
+    *n = n_set;
+    return JK_OK;
+}
+
+/* A copy of res with id and meta.versionId/lastUpdated set, in the order readers expect:
+ * resourceType, id, meta, then the rest as submitted. */
+static struct json_object *stamp(struct json_object *res, const char *id, int64_t version,
+                                 const char *last_updated)
+{
+    struct json_object *out = json_object_new_object(), *meta = json_object_new_object();
+    struct json_object *old_meta = NULL;
+    char vid[24];
+    if (!out || !meta) {
+        json_object_put(out);
+        json_object_put(meta);
+        return NULL;
+    }
+    snprintf(vid, sizeof vid, "%lld", (long long)version);
+    json_object_object_add(out, "resourceType",
+                           json_object_get(json_object_object_get(res, "resourceType")));
+    json_object_object_add(out, "id", json_object_new_string(id));
+    json_object_object_add(meta, "versionId", json_object_new_string(vid));
+    json_object_object_add(meta, "lastUpdated", json_object_new_string(last_updated));
+    if (json_object_object_get_ex(res, "meta", &old_meta) &&
+        json_object_is_type(old_meta, json_type_object)) {
+        json_object_object_foreach(old_meta, mk, mv)
+        {
+            if (strcmp(mk, "versionId") && strcmp(mk, "lastUpdated"))
+                json_object_object_add(meta, mk, json_object_get(mv));
+        }
+    }
+    json_object_object_add(out, "meta", meta);
+    json_object_object_foreach(res, k, v)
+    {
+        if (strcmp(k, "resourceType") && strcmp(k, "id") && strcmp(k, "meta"))
+            json_object_object_add(out, k, json_object_get(v));
+    }
+    return out;
+}
+
+/* Token index values of res: its identifiers. */
+static jk_rc tokens_of(struct jk_arena *a, struct json_object *res, struct jk_token **out,
+                       size_t *n)
+{
+    struct json_object *ids;
+    *out = NULL;
+    *n = 0;
+    if (!res || !json_object_object_get_ex(res, "identifier", &ids) ||
+        !json_object_is_type(ids, json_type_array))
+        return JK_OK;
+    size_t len = json_object_array_length(ids);
+    struct jk_token *t = jk_arena_alloc(a, (len ? len : 1) * sizeof *t);
+    if (!t) return JK_ENOMEM;
+    for (size_t i = 0; i < len; i++) {
+        struct json_object *ident = json_object_array_get_idx(ids, i);
+        const char *value = jk_json_str(ident, "value");
+        if (!value) continue;
+        t[*n] = (struct jk_token){"identifier", jk_json_str(ident, "system"), value};
+        (*n)++;
+    }
+    *out = t;
+    return JK_OK;
+}
+
+static jk_rc put_version(jk_conn *c, struct jk_fhir_write *w, const char *id, int64_t version)
+{
+    char now[40];
+    jk_time_iso(w->now_ms, now, sizeof now);
+    struct jk_res *r = &w->out;
+    memset(r, 0, sizeof *r);
+    r->type = w->type;
+    r->id = id;
+    r->version = version;
+    r->last_updated = jk_arena_strdup(w->arena, now);
+    r->is_deleted = w->kind == JK_FHIR_DELETE;
+    r->method = w->kind == JK_FHIR_CREATE ? "POST" : w->kind == JK_FHIR_UPDATE ? "PUT" : "DELETE";
+    struct jk_token *tokens = NULL;
+    size_t n_tokens = 0;
+    jk_rc rc = JK_OK;
+    if (!r->is_deleted) {
+        struct json_object *final = stamp(w->res, id, version, now);
+        if (!final) return JK_ENOMEM;
+        r->body = jk_json_text(final, w->arena, &r->body_len);
+        rc = r->body ? tokens_of(w->arena, final, &tokens, &n_tokens) : JK_ENOMEM;
+        json_object_put(final);
+    }
+    if (!rc) rc = jk_res_insert(c, r);
+    if (!rc) rc = jk_res_index_tokens(c, w->type, id, tokens, n_tokens);
+    if (rc == JK_ECONFLICT)
+        jk_diag_add(w->diag, JK_ECONFLICT, "conflict", NULL,
+                    "%s/%s was changed by someone else at the same time; read it and try again",
+                    w->type, id);
+    return rc;
+}
+
+jk_rc jk_fhir_write_tx(jk_conn *c, void *arg)
+{
+    struct jk_fhir_write *w = arg;
+    const char *id = w->id;
+    jk_rc rc;
+    if (w->cond) {
+        const char **ids;
+        size_t n;
+        if ((rc = match(c, w, &ids, &n))) return rc;
+        if (n > 1)
+            return jk_diag_add(w->diag, JK_EPRECOND, "multiple-matches", NULL,
+                               "the condition matches %zu %s resources; it must match at most "
+                               "one",
+                               n, w->type);
+        if (n == 1 && w->kind == JK_FHIR_CREATE) {
+            w->status = 200; /* If-None-Exist: the existing resource stands */
+            rc = jk_res_read(c, w->arena, w->type, ids[0], &w->out);
+            return rc;
+        }
+        if (n == 1) {
+            const char *body_id = w->res ? jk_json_str(w->res, "id") : NULL;
+            if (body_id && strcmp(body_id, ids[0]))
+                return jk_diag_add(w->diag, JK_EINVAL, "invalid", "id",
+                                   "the resource id '%s' differs from the matched %s/%s",
+                                   body_id, w->type, ids[0]);
+            id = ids[0];
+        } else if (w->kind == JK_FHIR_DELETE) {
+            w->status = 204;
+            return JK_OK; /* nothing matched: nothing to delete */
+        } else if (w->kind == JK_FHIR_UPDATE) {
+            id = w->res ? jk_json_str(w->res, "id") : NULL;
+            w->kind = id ? JK_FHIR_UPDATE : JK_FHIR_CREATE;
+        }
+    }
+    if (w->kind == JK_FHIR_CREATE) {
+        if (!id && !(id = jk_fhir_new_id(w->arena))) return JK_EINTERNAL;
+        w->status = 201;
+        return put_version(c, w, id, 1);
+    }
+    int64_t current;
+    int is_deleted;
+    if ((rc = jk_res_current_version(c, w->type, id, &current, &is_deleted))) return rc;
+    if (w->if_match && w->if_match != current)
+        return jk_diag_add(w->diag, JK_EPRECOND, "conflict", NULL,
+                           "If-Match expects version %lld of %s/%s but the current version is "
+                           "%lld",
+                           (long long)w->if_match, w->type, id, (long long)current);
+    if (w->kind == JK_FHIR_DELETE) {
+        w->status = 204;
+        if (!current || is_deleted) return JK_OK; /* deleting twice is not an error */
+        return put_version(c, w, id, current + 1);
+    }
+    w->status = current && !is_deleted ? 200 : 201;
+    return put_version(c, w, id, current + 1);
+}

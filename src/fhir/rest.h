@@ -1,0 +1,57 @@
+/* rest.h - the FHIR RESTful interactions that change data: create, update, delete, each
+ * possibly conditional, as one store transaction. */
+#ifndef JK_FHIR_REST_H
+#define JK_FHIR_REST_H
+
+#include <json-c/json.h>
+
+#include "core/diag.h"
+#include "store/resource.h"
+
+struct jk_arena;
+
+/* Search criteria of a conditional interaction. Only _id and identifier are supported
+ * until full search lands; anything else is refused with a clear message. */
+struct jk_fhir_criterion {
+    const char *param; /* "_id" or "identifier" */
+    const char *system; /* NULL: any system */
+    const char *code;
+};
+
+struct jk_fhir_criteria {
+    struct jk_fhir_criterion *items;
+    size_t n;
+};
+
+/* Parses n query arguments (already percent-decoded) into criteria for type. */
+jk_rc jk_fhir_criteria_parse(struct jk_arena *a, struct jk_diag *d, const char *const *keys,
+                             const char *const *values, size_t n, struct jk_fhir_criteria *out);
+
+enum jk_fhir_write_kind { JK_FHIR_CREATE, JK_FHIR_UPDATE, JK_FHIR_DELETE };
+
+struct jk_fhir_write {
+    /* in */
+    enum jk_fhir_write_kind kind;
+    const char *type;
+    const char *id;            /* update and delete; NULL with cond */
+    struct json_object *res;   /* create and update; its id/meta are set by the write */
+    int64_t if_match;          /* expected current version, 0 for none */
+    const struct jk_fhir_criteria *cond; /* conditional create/update/delete, or NULL */
+    struct jk_arena *arena;
+    struct jk_diag *diag;
+    int64_t now_ms;
+    /* out */
+    struct jk_res out; /* the version written, or the one matched by a conditional create */
+    int status;        /* 200, 201 or 204 */
+};
+
+/* The transaction function (jk_tx_fn) for w. */
+jk_rc jk_fhir_write_tx(jk_conn *c, void *w);
+
+/* A new server-assigned id (a random UUID) in the arena. */
+const char *jk_fhir_new_id(struct jk_arena *a);
+
+/* Whether s is a valid FHIR id: [A-Za-z0-9-.]{1,64}. */
+int jk_fhir_id_ok(const char *s);
+
+#endif

@@ -1,0 +1,317 @@
+/* store.c - backend selection, per-thread connections, migrations, and the statement API
+ * that forwards to the backend. */
+#include "store/store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "core/time.h"
+#include "store/store_int.h"
+
+/* Numbered migrations. Never edit one that has shipped: add the next number. `@SERIAL_PK@`
+ * stands for the backend's auto-increment primary key type. */
+static const char *const migrations[] = {
+    /* 1: versioned resources and the token index used by conditional operations */
+    "CREATE TABLE resource_version ("
+    " seq @SERIAL_PK@,"
+    " type TEXT NOT NULL,"
+    " id TEXT NOT NULL,"
+    " version INTEGER NOT NULL,"
+    " last_updated TEXT NOT NULL,"
+    " deleted INTEGER NOT NULL DEFAULT 0,"
+    " method TEXT NOT NULL,"
+    " body TEXT);"
+    "CREATE UNIQUE INDEX resource_version_key ON resource_version (type, id, version);"
+    "CREATE INDEX resource_version_type_seq ON resource_version (type, seq);"
+    "CREATE TABLE idx_token ("
+    " type TEXT NOT NULL,"
+    " id TEXT NOT NULL,"
+    " param TEXT NOT NULL,"
+    " system TEXT NOT NULL,"
+    " code TEXT NOT NULL);"
+    "CREATE INDEX idx_token_lookup ON idx_token (type, param, code, system);"
+    "CREATE INDEX idx_token_res ON idx_token (type, id);",
+};
+
+#define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
+
+static void conn_key_destroy(void *p)
+{
+    (void)p; /* connections are closed with the store, not with their thread */
+}
+
+jk_rc jk_store_open(const char *url, jk_store **out, char *err, size_t errlen)
+{
+    const struct jk_backend *be = NULL;
+    const char *target = NULL;
+    if (strncmp(url, "sqlite:", 7) == 0) {
+        be = &jk_sqlite_backend;
+        target = url + 7;
+    } else if (strncmp(url, "postgresql://", 13) == 0 || strncmp(url, "postgres://", 11) == 0) {
+        be = &jk_pg_backend;
+        target = url;
+    } else {
+        snprintf(err, errlen, "database URL '%.64s' is neither sqlite:PATH nor postgresql://...",
+                 url);
+        return JK_EINVAL;
+    }
+    if (!*target) {
+        snprintf(err, errlen, "database URL '%s' names no database", url);
+        return JK_EINVAL;
+    }
+    jk_store *st = calloc(1, sizeof *st);
+    if (!st) return JK_ENOMEM;
+    st->be = be;
+    st->target = strdup(target);
+    pthread_mutex_init(&st->conns_lock, NULL);
+    if (!st->target || pthread_key_create(&st->conn_key, conn_key_destroy)) {
+        free(st->target);
+        free(st);
+        return JK_ENOMEM;
+    }
+    /* Open one connection now so that a bad URL is reported here, not on first request. */
+    jk_conn *c = NULL;
+    jk_rc rc = be->conn_open(st, &c, err, errlen);
+    if (!rc) {
+        pthread_setspecific(st->conn_key, c);
+        rc = be->start(st);
+        if (rc) snprintf(err, errlen, "cannot start the %s store", be->name);
+    }
+    if (rc) {
+        jk_store_close(st);
+        return rc;
+    }
+    *out = st;
+    return JK_OK;
+}
+
+void jk_store_close(jk_store *st)
+{
+    if (!st) return;
+    st->be->stop(st);
+    struct jk_conn_base *b = st->conns;
+    while (b) {
+        struct jk_conn_base *next = b->next_open;
+        st->be->conn_close((jk_conn *)b);
+        b = next;
+    }
+    pthread_key_delete(st->conn_key);
+    pthread_mutex_destroy(&st->conns_lock);
+    free(st->target);
+    free(st);
+}
+
+const char *jk_store_backend(const jk_store *st)
+{
+    return st->be->name;
+}
+
+jk_conn *jk_store_conn_new(jk_store *st)
+{
+    jk_conn *c = NULL;
+    char err[256];
+    if (st->be->conn_open(st, &c, err, sizeof err)) {
+        jk_log_error("store", "cannot open a database connection: %s", err);
+        return NULL;
+    }
+    return c;
+}
+
+jk_conn *jk_store_conn(jk_store *st)
+{
+    jk_conn *c = pthread_getspecific(st->conn_key);
+    if (c) return c;
+    c = jk_store_conn_new(st);
+    if (c) pthread_setspecific(st->conn_key, c);
+    return c;
+}
+
+void jk_store_track_conn(jk_store *st, struct jk_conn_base *b)
+{
+    b->st = st;
+    pthread_mutex_lock(&st->conns_lock);
+    b->next_open = st->conns;
+    st->conns = b;
+    pthread_mutex_unlock(&st->conns_lock);
+}
+
+/* Expands @SERIAL_PK@ for the backend. The result is malloc'ed. */
+static char *migration_sql(const struct jk_backend *be, const char *sql)
+{
+    static const char token[] = "@SERIAL_PK@";
+    size_t n = strlen(sql) + 1, tl = sizeof token - 1, sl = strlen(be->serial_pk);
+    for (const char *p = strstr(sql, token); p; p = strstr(p + tl, token)) n += sl;
+    char *out = malloc(n), *w = out;
+    if (!out) return NULL;
+    const char *p = sql, *hit;
+    while ((hit = strstr(p, token))) {
+        memcpy(w, p, (size_t)(hit - p));
+        w += hit - p;
+        memcpy(w, be->serial_pk, sl);
+        w += sl;
+        p = hit + tl;
+    }
+    memcpy(w, p, strlen(p) + 1);
+    return out;
+}
+
+struct migrate_arg {
+    const struct jk_backend *be;
+    int n_applied;
+};
+
+static jk_rc migrate_tx(jk_conn *c, void *arg)
+{
+    struct migrate_arg *m = arg;
+    static const char sql_create[] = "CREATE TABLE IF NOT EXISTS schema_migration ("
+                                     " version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)";
+    static const char sql_max[] = "SELECT COALESCE(MAX(version), 0) FROM schema_migration";
+    static const char sql_record[] =
+        "INSERT INTO schema_migration (version, applied_at) VALUES (?, ?)";
+    jk_rc rc = jk_conn_exec(c, sql_create);
+    if (rc) return rc;
+    jk_stmt *s;
+    int has_row = 0;
+    if ((rc = jk_conn_prepare(c, sql_max, &s))) return rc;
+    rc = jk_stmt_step(s, &has_row);
+    int64_t current = (!rc && has_row) ? jk_stmt_col_int(s, 0) : 0;
+    jk_stmt_reset(s);
+    if (rc) return rc;
+    for (int v = (int)current + 1; v <= N_MIGRATIONS; v++) {
+        char *sql = migration_sql(m->be, migrations[v - 1]);
+        if (!sql) return JK_ENOMEM;
+        rc = jk_conn_exec(c, sql);
+        free(sql);
+        if (rc) {
+            jk_log_error("store", "migration %d failed: %s", v, jk_conn_errmsg(c));
+            return rc;
+        }
+        char now[40];
+        jk_time_iso(jk_time_now_ms(), now, sizeof now);
+        if ((rc = jk_conn_prepare(c, sql_record, &s))) return rc;
+        jk_stmt_int_arg(s, 1, v);
+        jk_stmt_text_arg(s, 2, now, strlen(now));
+        rc = jk_stmt_step(s, &has_row);
+        jk_stmt_reset(s);
+        if (rc) return rc;
+        m->n_applied++;
+    }
+    return JK_OK;
+}
+
+jk_rc jk_store_migrate(jk_store *st, int *n_applied)
+{
+    struct migrate_arg m = {st->be, 0};
+    jk_rc rc = jk_store_tx(st, migrate_tx, &m);
+    if (n_applied) *n_applied = rc ? 0 : m.n_applied;
+    return rc;
+}
+
+struct tx_wait {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int is_done;
+    jk_rc rc;
+};
+
+static void tx_wait_done(void *arg, jk_rc rc)
+{
+    struct tx_wait *w = arg;
+    pthread_mutex_lock(&w->lock);
+    w->rc = rc;
+    w->is_done = 1;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+}
+
+jk_rc jk_store_tx(jk_store *st, jk_tx_fn fn, void *arg)
+{
+    struct tx_wait w = {.is_done = 0, .rc = JK_OK};
+    pthread_mutex_init(&w.lock, NULL);
+    pthread_cond_init(&w.cond, NULL);
+    st->be->tx_async(st, fn, arg, tx_wait_done, &w);
+    pthread_mutex_lock(&w.lock);
+    while (!w.is_done) pthread_cond_wait(&w.cond, &w.lock);
+    pthread_mutex_unlock(&w.lock);
+    pthread_cond_destroy(&w.cond);
+    pthread_mutex_destroy(&w.lock);
+    return w.rc;
+}
+
+void jk_store_tx_async(jk_store *st, jk_tx_fn fn, void *arg,
+                       void (*done)(void *done_arg, jk_rc rc), void *done_arg)
+{
+    st->be->tx_async(st, fn, arg, done, done_arg);
+}
+
+static const struct jk_backend *be_of(jk_conn *c)
+{
+    return ((struct jk_conn_base *)c)->st->be;
+}
+
+static const struct jk_backend *be_of_stmt(jk_stmt *s)
+{
+    return be_of(((struct jk_stmt_base *)s)->c);
+}
+
+jk_rc jk_conn_prepare(jk_conn *c, const char *sql, jk_stmt **out)
+{
+    return be_of(c)->prepare(c, sql, out);
+}
+
+jk_rc jk_conn_exec(jk_conn *c, const char *sql)
+{
+    return be_of(c)->exec(c, sql);
+}
+
+const char *jk_conn_errmsg(jk_conn *c)
+{
+    return be_of(c)->errmsg(c);
+}
+
+jk_rc jk_stmt_text_arg(jk_stmt *s, int i, const char *p, size_t n)
+{
+    return be_of_stmt(s)->text_arg(s, i, p, n);
+}
+
+jk_rc jk_stmt_int_arg(jk_stmt *s, int i, int64_t v)
+{
+    return be_of_stmt(s)->int_arg(s, i, v);
+}
+
+jk_rc jk_stmt_null_arg(jk_stmt *s, int i)
+{
+    return be_of_stmt(s)->null_arg(s, i);
+}
+
+jk_rc jk_stmt_step(jk_stmt *s, int *has_row)
+{
+    return be_of_stmt(s)->step(s, has_row);
+}
+
+const char *jk_stmt_col_text(jk_stmt *s, int i, size_t *len)
+{
+    return be_of_stmt(s)->col_text(s, i, len);
+}
+
+int64_t jk_stmt_col_int(jk_stmt *s, int i)
+{
+    return be_of_stmt(s)->col_int(s, i);
+}
+
+int jk_stmt_col_is_null(jk_stmt *s, int i)
+{
+    return be_of_stmt(s)->col_is_null(s, i);
+}
+
+int64_t jk_stmt_changes(jk_stmt *s)
+{
+    return be_of_stmt(s)->changes(s);
+}
+
+void jk_stmt_reset(jk_stmt *s)
+{
+    be_of_stmt(s)->reset(s);
+}
