@@ -43,7 +43,12 @@ build/san/%.o: %.c
 	@mkdir -p $(@D)
 	$(CC) $(WARN) $(SANFLAGS) $(CPPFLAGS) $(DEPCFLAGS) -MMD -MP -c -o $@ $<
 
-build/san/tests/%: tests/unit/%.c $(SAN_OBJ)
+# Unit tests link the library as an archive, so each takes only the modules it uses.
+build/san/libjk.a: $(SAN_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+build/san/tests/%: tests/unit/%.c build/san/libjk.a
 	@mkdir -p $(@D)
 	$(CC) $(WARN) $(SANFLAGS) $(CPPFLAGS) $(DEPCFLAGS) -Itests/unit -o $@ $^ $(DEPLIBS) -lcmocka
 
@@ -64,7 +69,7 @@ test:
 	@$(MAKE) --no-print-directory test-unit test-api
 
 test-unit: $(UNIT_BIN)
-	@tools/run-unit-tests.sh $(UNIT_BIN)
+	@tools/with-pg.sh tools/run-unit-tests.sh $(UNIT_BIN)
 
 test-api: build/jiankang-san node_modules/.package-lock.json
 	python3 tests/api/run.py --binary build/jiankang-san --backend sqlite

@@ -132,6 +132,8 @@ static jk_rc sq_prepare(jk_conn *jc, const char *sql, jk_stmt **out)
         size_t h = ptr_hash(sql, c->cache_cap);
         while (c->cache[h]) {
             if (c->cache[h]->sql == sql) {
+                sqlite3_reset(c->cache[h]->st);
+                sqlite3_clear_bindings(c->cache[h]->st);
                 *out = (jk_stmt *)c->cache[h];
                 return JK_OK;
             }
@@ -327,6 +329,7 @@ static void sq_tx_async(jk_store *st, jk_tx_fn fn, void *arg, void (*done)(void 
 const struct jk_backend jk_sqlite_backend = {
     .name = "sqlite",
     .serial_pk = "INTEGER PRIMARY KEY",
+    .migrate_lock = NULL, /* the writer thread already serialises every transaction */
     .conn_open = sq_conn_open,
     .conn_close = sq_conn_close,
     .start = sq_start,

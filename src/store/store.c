@@ -170,7 +170,8 @@ static jk_rc migrate_tx(jk_conn *c, void *arg)
     static const char sql_max[] = "SELECT COALESCE(MAX(version), 0) FROM schema_migration";
     static const char sql_record[] =
         "INSERT INTO schema_migration (version, applied_at) VALUES (?, ?)";
-    jk_rc rc = jk_conn_exec(c, sql_create);
+    jk_rc rc = m->be->migrate_lock ? jk_conn_exec(c, m->be->migrate_lock) : JK_OK;
+    if (!rc) rc = jk_conn_exec(c, sql_create);
     if (rc) return rc;
     jk_stmt *s;
     int has_row = 0;

@@ -9,7 +9,8 @@
 struct jk_backend {
     const char *name;
     /* SQL fragments that differ between engines (see migrations in store.c). */
-    const char *serial_pk; /* an auto-increment 64-bit primary key column type */
+    const char *serial_pk;    /* an auto-increment 64-bit primary key column type */
+    const char *migrate_lock; /* SQL that keeps two processes from migrating at once */
     /* Opens a new connection to the store's database. */
     jk_rc (*conn_open)(jk_store *st, jk_conn **out, char *err, size_t errlen);
     void (*conn_close)(jk_conn *c);
