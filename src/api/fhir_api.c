@@ -152,6 +152,11 @@ static jk_rc submit(struct jk_http_req *rq, struct write_job *job)
     job->w.arena = rq->arena;
     job->w.diag = &rq->diag;
     job->w.now_ms = jk_time_now_ms();
+    jk_rc rc = jk_fhir_write_prepare(&job->w);
+    if (rc) {
+        json_object_put(job->w.res);
+        return rc;
+    }
     rq->state = job;
     jk_http_defer(rq, write_finish);
     jk_store_tx_async(jk_api_app(rq)->db, jk_fhir_write_tx, &job->w, write_done, rq);

@@ -150,6 +150,7 @@ static int cmd_demo(struct cli *cli)
         w.id = jk_json_str(res, "id");
         w.now_ms = jk_time_now_ms();
         jk_rc rc = !w.type || !w.id ? JK_EINVAL : jk_fhir_validate(res, &d);
+        if (!rc) rc = jk_fhir_write_prepare(&w);
         if (!rc) rc = jk_store_tx(db, jk_fhir_write_tx, &w);
         if (rc) {
             fprintf(stderr, "jiankang: demo entry %zu (%s/%s): %s\n", i,

@@ -6,13 +6,18 @@
 
 #include "fhir/model_gen.h"
 
-/* Compares name[0..len) with the NUL-terminated s, bytewise, as the generator sorted. */
-static int cmp_name(const char *name, size_t len, const char *s)
+/* Compares name[0..len) with s[0..n), bytewise, as the generator sorted. */
+static int cmp_len(const char *name, size_t len, const char *s, size_t n)
 {
-    size_t n = strlen(s);
     int c = memcmp(name, s, len < n ? len : n);
     if (c) return c;
     return len < n ? -1 : len > n ? 1 : 0;
+}
+
+/* Compares name[0..len) with the NUL-terminated s. */
+static int cmp_name(const char *name, size_t len, const char *s)
+{
+    return cmp_len(name, len, s, strlen(s));
 }
 
 const char *jk_fhir_str(uint32_t off)
@@ -25,7 +30,8 @@ const struct jk_fhir_type *jk_fhir_type_find(const char *name, size_t len)
     size_t lo = 0, hi = JK_FHIR_N_TYPES;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int c = cmp_name(name, len, jk_fhir_gen_str + jk_fhir_gen_types[mid].name);
+        const struct jk_fhir_type *t = &jk_fhir_gen_types[mid];
+        int c = cmp_len(name, len, jk_fhir_gen_str + t->name, t->name_len);
         if (c == 0) return &jk_fhir_gen_types[mid];
         if (c < 0)
             hi = mid;
@@ -62,7 +68,7 @@ const struct jk_fhir_elem *jk_fhir_elem_find(const struct jk_fhir_node *node, co
     size_t lo = 0, hi = node->n_elems;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        int c = cmp_name(name, len, jk_fhir_gen_str + e[mid].name);
+        int c = cmp_len(name, len, jk_fhir_gen_str + e[mid].name, e[mid].name_len);
         if (c == 0) return &e[mid];
         if (c < 0)
             hi = mid;
@@ -171,6 +177,20 @@ int jk_fhir_valueset_has_system(const struct jk_fhir_valueset *vs, const char *s
     for (size_t i = 0; i < vs->n_codes; i++)
         if (cmp_name(system, system_len, jk_fhir_gen_str + codes[i].system) == 0) return 1;
     return 0;
+}
+
+int jk_fhir_type_match(const struct jk_fhir_type *t, const char *s, size_t n)
+{
+    if (t->regex >= JK_FHIR_N_REGEX) return 1;
+    const struct jk_fhir_dfa *d = &jk_fhir_gen_dfas[t->regex];
+    const uint8_t *classes = jk_fhir_gen_dfa_classes + d->classes;
+    const uint16_t *trans = jk_fhir_gen_dfa_trans + d->trans;
+    unsigned st = d->start;
+    for (size_t i = 0; i < n; i++) {
+        st = trans[st * d->n_classes + classes[(unsigned char)s[i]]];
+        if (st == 0) return 0;
+    }
+    return jk_fhir_gen_dfa_accept[d->accept + st];
 }
 
 /* The compiled regexes, owned here for the life of the process. */

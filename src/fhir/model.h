@@ -38,6 +38,7 @@ struct jk_fhir_type {
     uint8_t kind;       /* enum jk_fhir_kind */
     uint8_t json;       /* enum jk_fhir_json */
     uint8_t is_abstract; /* Resource, DomainResource, Element, BackboneElement */
+    uint8_t name_len;    /* strlen of name */
 };
 
 /* The children of a type or of a backbone element (Patient.contact). */
@@ -61,6 +62,7 @@ struct jk_fhir_elem {
     uint8_t min;      /* minimum cardinality */
     uint8_t req_bit;  /* bit in the node's required set when min > 0, else 0xFF */
     uint8_t flags;    /* JK_FHIR_EF_* */
+    uint8_t name_len; /* strlen of name */
 };
 
 /* A choice element such as Observation.value[x]. */
@@ -81,6 +83,15 @@ struct jk_fhir_valueset {
 struct jk_fhir_code {
     uint32_t code;   /* string offset */
     uint32_t system; /* string offset */
+};
+
+/* A primitive type's regex compiled by the generator into a DFA over bytes. */
+struct jk_fhir_dfa {
+    uint32_t classes;   /* offset of its 256-entry byte -> class map */
+    uint32_t trans;     /* offset of its transitions: n_classes next states per state */
+    uint32_t accept;    /* offset of its accepting flags, one per state */
+    uint16_t n_classes;
+    uint16_t start;     /* state 0 is the dead state */
 };
 
 /* The string at offset off in the model's string pool. Static storage. */
@@ -137,6 +148,12 @@ const char *jk_fhir_valueset_code(const struct jk_fhir_valueset *vs, size_t i);
 /* Whether vs includes any code from system[0..system_len). */
 int jk_fhir_valueset_has_system(const struct jk_fhir_valueset *vs, const char *system,
                                 size_t system_len);
+
+/* Whether s[0..n) matches the value regex of primitive type t (true when t has none). Uses
+ * the DFA the generator compiled from the StructureDefinition regex: no locks, no allocation,
+ * one table step per byte. Equivalent to regexec on jk_fhir_type_regex(t), which the unit
+ * tests check. */
+int jk_fhir_type_match(const struct jk_fhir_type *t, const char *s, size_t n);
 
 /* The compiled regex for t's value (anchored POSIX ERE), or NULL when t has none. All regexes
  * are compiled once, on first use, under pthread_once; the result is shared by all threads

@@ -13,6 +13,9 @@
 #define JK_FHIR_N_CODES 2066
 #define JK_FHIR_N_REGEX 12
 #define JK_FHIR_STR_BYTES 70358
+#define JK_FHIR_DFA_CLASS_BYTES 3072
+#define JK_FHIR_DFA_TRANS 2588
+#define JK_FHIR_DFA_STATES 265
 
 extern const char jk_fhir_gen_str[JK_FHIR_STR_BYTES];
 extern const struct jk_fhir_type jk_fhir_gen_types[JK_FHIR_N_TYPES];
@@ -23,5 +26,9 @@ extern const uint16_t jk_fhir_gen_choice_elems[JK_FHIR_N_CHOICE_ELEMS];
 extern const struct jk_fhir_valueset jk_fhir_gen_valuesets[JK_FHIR_N_VALUESETS];
 extern const struct jk_fhir_code jk_fhir_gen_codes[JK_FHIR_N_CODES];
 extern const uint32_t jk_fhir_gen_regex[JK_FHIR_N_REGEX];
+extern const struct jk_fhir_dfa jk_fhir_gen_dfas[JK_FHIR_N_REGEX];
+extern const uint8_t jk_fhir_gen_dfa_classes[JK_FHIR_DFA_CLASS_BYTES];
+extern const uint16_t jk_fhir_gen_dfa_trans[JK_FHIR_DFA_TRANS];
+extern const uint8_t jk_fhir_gen_dfa_accept[JK_FHIR_DFA_STATES];
 
 #endif

@@ -27,10 +27,14 @@ int jk_fhir_id_ok(const char *s)
 
 const char *jk_fhir_new_id(struct jk_arena *a)
 {
+    /* A UUID version 7 (RFC 9562): 48 bits of milliseconds, then random bits. Ids made
+     * later sort later, so index inserts land at the right edge of the B-trees. */
     unsigned char b[16];
     if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b) return NULL;
-    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40); /* version 4 */
-    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+    uint64_t ms = (uint64_t)jk_time_now_ms();
+    for (int i = 0; i < 6; i++) b[i] = (unsigned char)(ms >> (40 - 8 * i));
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x70);
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
     return jk_arena_printf(a,
                            "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
                            b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10],
@@ -113,40 +117,26 @@ static jk_rc match(jk_conn *c, struct jk_fhir_write *w, const char ***ids, size_
     return JK_OK;
 }
 
-/* A copy of res with id and meta.versionId/lastUpdated set, in the order readers expect:
- * resourceType, id, meta, then the rest as submitted. */
-static struct json_object *stamp(struct json_object *res, const char *id, int64_t version,
-                                 const char *last_updated)
+/* The members of obj except those named in skip, as JSON text without the opening brace:
+ * `"a":1,"b":2}`, or `}` when none is left. In the arena. */
+static const char *members_text(struct jk_arena *a, struct json_object *obj,
+                                const char *const *skip, size_t n_skip, size_t *len)
 {
-    struct json_object *out = json_object_new_object(), *meta = json_object_new_object();
-    struct json_object *old_meta = NULL;
-    char vid[24];
-    if (!out || !meta) {
-        json_object_put(out);
-        json_object_put(meta);
-        return NULL;
-    }
-    snprintf(vid, sizeof vid, "%lld", (long long)version);
-    json_object_object_add(out, "resourceType",
-                           json_object_get(json_object_object_get(res, "resourceType")));
-    json_object_object_add(out, "id", json_object_new_string(id));
-    json_object_object_add(meta, "versionId", json_object_new_string(vid));
-    json_object_object_add(meta, "lastUpdated", json_object_new_string(last_updated));
-    if (json_object_object_get_ex(res, "meta", &old_meta) &&
-        json_object_is_type(old_meta, json_type_object)) {
-        json_object_object_foreach(old_meta, mk, mv)
+    struct json_object *copy = json_object_new_object();
+    if (!copy) return NULL;
+    if (obj && json_object_is_type(obj, json_type_object)) {
+        json_object_object_foreach(obj, k, v)
         {
-            if (strcmp(mk, "versionId") && strcmp(mk, "lastUpdated"))
-                json_object_object_add(meta, mk, json_object_get(mv));
+            size_t i = 0;
+            while (i < n_skip && strcmp(k, skip[i])) i++;
+            if (i == n_skip) json_object_object_add(copy, k, json_object_get(v));
         }
     }
-    json_object_object_add(out, "meta", meta);
-    json_object_object_foreach(res, k, v)
-    {
-        if (strcmp(k, "resourceType") && strcmp(k, "id") && strcmp(k, "meta"))
-            json_object_object_add(out, k, json_object_get(v));
-    }
-    return out;
+    const char *text = jk_json_text(copy, a, len);
+    json_object_put(copy);
+    if (!text) return NULL;
+    (*len)--;
+    return text + 1;
 }
 
 /* Token index values of res: its identifiers. */
@@ -156,7 +146,7 @@ static jk_rc tokens_of(struct jk_arena *a, struct json_object *res, struct jk_to
     struct json_object *ids;
     *out = NULL;
     *n = 0;
-    if (!res || !json_object_object_get_ex(res, "identifier", &ids) ||
+    if (!json_object_object_get_ex(res, "identifier", &ids) ||
         !json_object_is_type(ids, json_type_array))
         return JK_OK;
     size_t len = json_object_array_length(ids);
@@ -173,6 +163,35 @@ static jk_rc tokens_of(struct jk_arena *a, struct json_object *res, struct jk_to
     return JK_OK;
 }
 
+jk_rc jk_fhir_write_prepare(struct jk_fhir_write *w)
+{
+    static const char *const top[] = {"resourceType", "id", "meta"};
+    static const char *const stamped[] = {"versionId", "lastUpdated"};
+    if (!w->res) return JK_OK; /* a delete */
+    struct json_object *meta = NULL;
+    json_object_object_get_ex(w->res, "meta", &meta);
+    w->meta_rest = members_text(w->arena, meta, stamped, 2, &w->meta_rest_len);
+    w->rest = members_text(w->arena, w->res, top, 3, &w->rest_len);
+    if (!w->meta_rest || !w->rest) return JK_ENOMEM;
+    return tokens_of(w->arena, w->res, &w->tokens, &w->n_tokens);
+}
+
+/* The stored text: resourceType, id and meta first (readers find them at once), then the
+ * rest as submitted. Only id, version and time are decided inside the transaction. */
+static const char *render(struct jk_fhir_write *w, const char *id, int64_t version,
+                          const char *last_updated, size_t *len)
+{
+    int has_meta_rest = w->meta_rest_len > 1, has_rest = w->rest_len > 1;
+    char *text = jk_arena_printf(w->arena,
+                                 "{\"resourceType\":\"%s\",\"id\":\"%s\",\"meta\":{\"versionId\":"
+                                 "\"%lld\",\"lastUpdated\":\"%s\"%s%.*s%s%.*s",
+                                 w->type, id, (long long)version, last_updated,
+                                 has_meta_rest ? "," : "", (int)w->meta_rest_len, w->meta_rest,
+                                 has_rest ? "," : "", (int)w->rest_len, w->rest);
+    *len = text ? strlen(text) : 0;
+    return text;
+}
+
 static jk_rc put_version(jk_conn *c, struct jk_fhir_write *w, const char *id, int64_t version)
 {
     char now[40];
@@ -185,18 +204,13 @@ static jk_rc put_version(jk_conn *c, struct jk_fhir_write *w, const char *id, in
     r->last_updated = jk_arena_strdup(w->arena, now);
     r->is_deleted = w->kind == JK_FHIR_DELETE;
     r->method = w->kind == JK_FHIR_CREATE ? "POST" : w->kind == JK_FHIR_UPDATE ? "PUT" : "DELETE";
-    struct jk_token *tokens = NULL;
-    size_t n_tokens = 0;
-    jk_rc rc = JK_OK;
-    if (!r->is_deleted) {
-        struct json_object *final = stamp(w->res, id, version, now);
-        if (!final) return JK_ENOMEM;
-        r->body = jk_json_text(final, w->arena, &r->body_len);
-        rc = r->body ? tokens_of(w->arena, final, &tokens, &n_tokens) : JK_ENOMEM;
-        json_object_put(final);
-    }
-    if (!rc) rc = jk_res_insert(c, r);
-    if (!rc) rc = jk_res_index_tokens(c, w->type, id, tokens, n_tokens);
+    if (!r->is_deleted && !(r->body = render(w, id, version, now, &r->body_len)))
+        return JK_ENOMEM;
+    jk_rc rc = jk_res_insert(c, r);
+    /* A new resource has no index rows to replace. */
+    if (!rc && (version > 1 || r->is_deleted || w->n_tokens))
+        rc = jk_res_index_tokens(c, w->type, id, r->is_deleted ? NULL : w->tokens,
+                                 r->is_deleted ? 0 : w->n_tokens);
     if (rc == JK_ECONFLICT)
         jk_diag_add(w->diag, JK_ECONFLICT, "conflict", NULL,
                     "%s/%s was changed by someone else at the same time; read it and try again",

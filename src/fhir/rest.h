@@ -40,15 +40,24 @@ struct jk_fhir_write {
     struct jk_arena *arena;
     struct jk_diag *diag;
     int64_t now_ms;
+    /* filled by jk_fhir_write_prepare, outside the transaction */
+    const char *meta_rest, *rest; /* JSON members after the stamped ones */
+    size_t meta_rest_len, rest_len;
+    struct jk_token *tokens; /* index values */
+    size_t n_tokens;
     /* out */
     struct jk_res out; /* the version written, or the one matched by a conditional create */
     int status;        /* 200, 201 or 204 */
 };
 
+/* Renders what can be rendered of w's resource before the transaction (everything but id,
+ * version and time), so the transaction itself does only SQL. Call before jk_fhir_write_tx. */
+jk_rc jk_fhir_write_prepare(struct jk_fhir_write *w);
+
 /* The transaction function (jk_tx_fn) for w. */
 jk_rc jk_fhir_write_tx(jk_conn *c, void *w);
 
-/* A new server-assigned id (a random UUID) in the arena. */
+/* A new server-assigned id (a time-ordered UUID, version 7) in the arena. */
 const char *jk_fhir_new_id(struct jk_arena *a);
 
 /* Whether s is a valid FHIR id: [A-Za-z0-9-.]{1,64}. */

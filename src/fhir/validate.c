@@ -3,7 +3,6 @@
 
 #include <json-c/json.h>
 #include <pthread.h>
-#include <regex.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -90,8 +89,14 @@ static size_t path_push(struct fv *v, const char *sep, const char *s, size_t n)
 static size_t path_index(struct fv *v, size_t i)
 {
     char b[32];
-    int n = snprintf(b, sizeof b, "[%zu]", i);
-    return path_push(v, "", b, (size_t)n);
+    size_t n = sizeof b;
+    b[--n] = ']';
+    do {
+        b[--n] = (char)('0' + i % 10);
+        i /= 10;
+    } while (i);
+    b[--n] = '[';
+    return path_push(v, "", b + n, sizeof b - n);
 }
 
 static void path_pop(struct fv *v, size_t mark)
@@ -230,8 +235,7 @@ static const char *type_hint(const char *tname)
 /* Whether s (NUL-terminated) matches the value regex of t; types without one match. */
 static int regex_ok(const struct jk_fhir_type *t, const char *s)
 {
-    const regex_t *rx = jk_fhir_type_regex(t);
-    return !rx || regexec(rx, s, 0, NULL, 0) == 0;
+    return jk_fhir_type_match(t, s, strlen(s));
 }
 
 /* " (allowed: a, b, c)" for a value set small enough to list, else "". */
@@ -361,7 +365,7 @@ static void check_primitive(struct fv *v, const struct jk_fhir_elem *e, const ch
         check_xhtml(v, ename, s, n);
         return;
     }
-    if (!regex_ok(t, s)) {
+    if (!jk_fhir_type_match(t, s, n)) {
         issue(v, "value", "%s '%s' is not a valid %s (%s)", ename, quote(s, n).s, tname,
               type_hint(tname));
         return;

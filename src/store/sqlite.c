@@ -227,24 +227,40 @@ static const char *sq_errmsg(jk_conn *jc)
     return sqlite3_errmsg(((struct sq_conn *)jc)->db);
 }
 
+/* Runs one cached statement that returns no rows (transaction control in the writer). */
+static jk_rc sq_run(jk_conn *c, const char *sql)
+{
+    jk_stmt *s;
+    int has_row;
+    jk_rc rc = sq_prepare(c, sql, &s);
+    if (rc) return rc;
+    rc = sq_step(s, &has_row);
+    sq_reset(s);
+    return rc;
+}
+
+static const char sql_begin[] = "BEGIN IMMEDIATE", sql_commit[] = "COMMIT",
+                  sql_rollback[] = "ROLLBACK", sql_savepoint[] = "SAVEPOINT jk_tx",
+                  sql_rollback_to[] = "ROLLBACK TO jk_tx", sql_release[] = "RELEASE jk_tx";
+
 /* One group commit: every job in its own savepoint, one COMMIT for all. */
 static void writer_run_batch(struct sq_writer *w, struct sq_job *batch)
 {
     jk_conn *c = (jk_conn *)w->conn;
-    jk_rc brc = sq_exec(c, "BEGIN IMMEDIATE");
+    jk_rc brc = sq_run(c, sql_begin);
     for (struct sq_job *j = batch; j; j = j->next) {
         if (brc) {
             j->rc = brc;
             continue;
         }
-        if ((j->rc = sq_exec(c, "SAVEPOINT jk_tx"))) continue;
+        if ((j->rc = sq_run(c, sql_savepoint))) continue;
         j->rc = j->fn(c, j->arg);
-        if (j->rc && sq_exec(c, "ROLLBACK TO jk_tx")) brc = JK_EDB;
-        if (sq_exec(c, "RELEASE jk_tx")) brc = JK_EDB;
+        if (j->rc && sq_run(c, sql_rollback_to)) brc = JK_EDB;
+        if (sq_run(c, sql_release)) brc = JK_EDB;
     }
-    if (!brc) brc = sq_exec(c, "COMMIT");
+    if (!brc) brc = sq_run(c, sql_commit);
     if (brc) {
-        sq_exec(c, "ROLLBACK");
+        sq_run(c, sql_rollback);
         for (struct sq_job *j = batch; j; j = j->next)
             if (!j->rc) j->rc = brc;
     }
