@@ -852,6 +852,13 @@ def c_literal(s):
     return '"' + "".join(out) + '"'
 
 
+def name_len(name):
+    n = len(name.encode("utf-8"))
+    if n > 255:
+        raise GenError("name %r is too long" % name)
+    return n
+
+
 def emit(model):
     pool = Strings()
     # Strings in a fixed order so offsets are stable: types, nodes, elements, value sets, codes.
@@ -891,6 +898,10 @@ def emit(model):
     h.append("#define JK_FHIR_N_CODES %d" % len(code_rows))
     h.append("#define JK_FHIR_N_REGEX %d" % len(model.regexes))
     h.append("#define JK_FHIR_STR_BYTES %d" % pool.size)
+    dfa_sizes = [compile_dfa(r) for r in model.regexes]
+    h.append("#define JK_FHIR_DFA_CLASS_BYTES %d" % (256 * len(dfa_sizes)))
+    h.append("#define JK_FHIR_DFA_TRANS %d" % sum(len(d[2]) * d[1] for d in dfa_sizes))
+    h.append("#define JK_FHIR_DFA_STATES %d" % sum(len(d[2]) for d in dfa_sizes))
     h.append("")
     h.append("extern const char jk_fhir_gen_str[JK_FHIR_STR_BYTES];")
     h.append("extern const struct jk_fhir_type jk_fhir_gen_types[JK_FHIR_N_TYPES];")
@@ -901,6 +912,10 @@ def emit(model):
     h.append("extern const struct jk_fhir_valueset jk_fhir_gen_valuesets[JK_FHIR_N_VALUESETS];")
     h.append("extern const struct jk_fhir_code jk_fhir_gen_codes[JK_FHIR_N_CODES];")
     h.append("extern const uint32_t jk_fhir_gen_regex[JK_FHIR_N_REGEX];")
+    h.append("extern const struct jk_fhir_dfa jk_fhir_gen_dfas[JK_FHIR_N_REGEX];")
+    h.append("extern const uint8_t jk_fhir_gen_dfa_classes[JK_FHIR_DFA_CLASS_BYTES];")
+    h.append("extern const uint16_t jk_fhir_gen_dfa_trans[JK_FHIR_DFA_TRANS];")
+    h.append("extern const uint8_t jk_fhir_gen_dfa_accept[JK_FHIR_DFA_STATES];")
     h.append("")
     h.append("#endif")
     h.append("")
@@ -910,7 +925,7 @@ def emit(model):
              " hl7.fhir.r4.examples 4.0.1. Do not edit. */")
     c.append('#include "fhir/model_gen.h"')
     c.append("")
-    c.append("/* Types by name: name, node, regex, kind, json, is_abstract. */")
+    c.append("/* Types by name: name, node, regex, kind, json, is_abstract, name length. */")
     c.append("const struct jk_fhir_type jk_fhir_gen_types[JK_FHIR_N_TYPES] = {")
     for name in model.type_names:
         sd = model.types[name]
@@ -924,8 +939,9 @@ def emit(model):
             js = JSON_OBJECT
             rx = NONE16
             node = model.node_of_type[name]
-        c.append("    {%d, %d, %d, %d, %d, %d}," % (pool.add(name), node, rx, kind, js,
-                                                   1 if sd.get("abstract") else 0))
+        c.append("    {%d, %d, %d, %d, %d, %d, %d}, /* %s */" % (
+            pool.add(name), node, rx, kind, js, 1 if sd.get("abstract") else 0,
+            name_len(name), name))
     c.append("};")
     c.append("")
     c.append("/* Nodes (a type or a backbone element): path, first element, element count,"
@@ -938,7 +954,7 @@ def emit(model):
     c.append("};")
     c.append("")
     c.append("/* Elements, each node's children sorted by name: name, type, node, binding,"
-             " choice, max, min, required bit, flags. */")
+             " choice, max, min, required bit, flags, name length. */")
     c.append("const struct jk_fhir_elem jk_fhir_gen_elems[JK_FHIR_N_ELEMS] = {")
     starts = {n["first"]: n for n in model.nodes}
     for e in model.elems:
@@ -947,9 +963,9 @@ def emit(model):
         node = e["node"] if e["node"] is not None else NONE16
         binding = model.vs_index[e["binding"]] if e["binding"] else NONE16
         choice = e.get("choice", NONE16)
-        c.append("    {%d, %d, %d, %d, %d, %d, %d, %d, %d}," % (
+        c.append("    {%d, %d, %d, %d, %d, %d, %d, %d, %d, %d}," % (
             pool.add(e["name"]), model.type_index[e["type"]], node, binding, choice, e["max"],
-            e["min"], e["req"], e["flags"]))
+            e["min"], e["req"], e["flags"], name_len(e["name"])))
     c.append("};")
     c.append("")
     c.append("/* Choice elements (value[x]): name, node, first variant, variant count. */")
@@ -993,8 +1009,39 @@ def emit(model):
     c.append("/* POSIX extended regexes of the primitive types, anchored. */")
     c.append("const uint32_t jk_fhir_gen_regex[JK_FHIR_N_REGEX] = {")
     for r in model.regexes:
-        c.append("    %d, /* %s */" % (pool.add(r), r.replace("*/", "* /").encode(
-            "unicode_escape").decode("ascii")))
+        shown = r.replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+        c.append("    %d, /* %s */" % (pool.add(r), shown.replace("*/", "* /")))
+    c.append("};")
+    c.append("")
+    dfas = [compile_dfa(r) for r in model.regexes]
+    c.append("/* The same regexes compiled to DFAs over bytes: class map, transitions, accepting"
+             " states, class count, start state. State 0 is the dead state. */")
+    c.append("const struct jk_fhir_dfa jk_fhir_gen_dfas[JK_FHIR_N_REGEX] = {")
+    off_cls = off_tr = off_acc = 0
+    for class_of, n_classes, rows, accepting, start in dfas:
+        c.append("    {%d, %d, %d, %d, %d}," % (off_cls, off_tr, off_acc, n_classes, start))
+        off_cls += 256
+        off_tr += len(rows) * n_classes
+        off_acc += len(rows)
+    c.append("};")
+    c.append("")
+    c.append("const uint8_t jk_fhir_gen_dfa_classes[JK_FHIR_DFA_CLASS_BYTES] = {")
+    for i, (class_of, _, _, _, _) in enumerate(dfas):
+        c.append("    /* %d */" % i)
+        for k in range(0, 256, 32):
+            c.append("    " + " ".join("%d," % x for x in class_of[k:k + 32]))
+    c.append("};")
+    c.append("")
+    c.append("const uint16_t jk_fhir_gen_dfa_trans[JK_FHIR_DFA_TRANS] = {")
+    for i, (_, n_classes, rows, _, _) in enumerate(dfas):
+        c.append("    /* %d */" % i)
+        for row in rows:
+            c.append("    " + " ".join("%d," % x for x in row))
+    c.append("};")
+    c.append("")
+    c.append("const uint8_t jk_fhir_gen_dfa_accept[JK_FHIR_DFA_STATES] = {")
+    for i, (_, _, _, accepting, _) in enumerate(dfas):
+        c.append("    /* %d */ " % i + " ".join("%d," % (1 if a else 0) for a in accepting))
     c.append("};")
     c.append("")
     c.append("/* Every string the tables point at, NUL-separated; offsets above index it. */")

@@ -6,7 +6,7 @@ set -eu
 build="pkg-config gcc make libmicrohttpd-dev libjson-c-dev libsqlite3-dev libpq-dev libssl-dev libsodium-dev"
 test_pkgs="$build libcmocka-dev python3 postgresql-15 npm"
 check="$build clang-format cppcheck python3 npm"
-bench="$build wrk python3"
+bench="$build wrk python3 curl"
 
 case "${1:-build}" in
 build) want=$build ;;

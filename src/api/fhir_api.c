@@ -12,7 +12,7 @@
 #include "fhir/validate.h"
 
 #define HISTORY_DEFAULT_COUNT 50
-#define HISTORY_MAX_COUNT 1000
+#define HISTORY_MAX_COUNT     1000
 
 /* _format must name JSON: this server speaks FHIR JSON only. */
 static jk_rc check_format(struct jk_http_req *rq)
@@ -52,9 +52,9 @@ static void version_headers(struct jk_http_req *rq, const struct jk_res *r, int 
     if (!jk_time_parse_iso(r->last_updated, strlen(r->last_updated), &ms))
         jk_http_add_header(rq, "Last-Modified", jk_time_http(ms, date, sizeof date));
     if (is_location) {
-        const char *loc = jk_arena_printf(rq->arena, "%s/fhir/R4/%s/%s/_history/%lld",
-                                          jk_api_app(rq)->base_url, r->type, r->id,
-                                          (long long)r->version);
+        const char *loc =
+            jk_arena_printf(rq->arena, "%s/fhir/R4/%s/%s/_history/%lld", jk_api_app(rq)->base_url,
+                            r->type, r->id, (long long)r->version);
         if (loc) jk_http_add_header(rq, "Location", loc);
     }
 }
@@ -77,8 +77,8 @@ static jk_rc read_common(struct jk_http_req *rq, int is_vread)
         char *end;
         vid = strtoll(v, &end, 10);
         if (*end || vid <= 0)
-            return jk_diag_add(&rq->diag, JK_EINVAL, "value", NULL,
-                               "'%s' is not a version number", v);
+            return jk_diag_add(&rq->diag, JK_EINVAL, "value", NULL, "'%s' is not a version number",
+                               v);
     }
     jk_conn *c = jk_store_conn(jk_api_app(rq)->db);
     if (!c) return JK_EDB;
@@ -135,11 +135,11 @@ static jk_rc write_finish(struct jk_http_req *rq)
     if (prefer && strstr(prefer, "return=OperationOutcome")) {
         struct jk_buf b;
         jk_buf_init(&b, 0);
-        jk_diag_add(&rq->diag, JK_OK, "informational", NULL, "%s/%s version %lld %s",
-                    w->out.type, w->out.id, (long long)w->out.version,
-                    w->status == 201 ? "created" : w->status == 200 && w->kind == JK_FHIR_CREATE
-                                                       ? "already exists"
-                                                       : "updated");
+        jk_diag_add(&rq->diag, JK_OK, "informational", NULL, "%s/%s version %lld %s", w->out.type,
+                    w->out.id, (long long)w->out.version,
+                    w->status == 201                                ? "created"
+                    : w->status == 200 && w->kind == JK_FHIR_CREATE ? "already exists"
+                                                                    : "updated");
         jk_rc rc = jk_api_outcome_text(rq, "information", &b);
         return rc ? (jk_buf_free(&b), rc) : jk_api_send_buf(rq, w->status, &b);
     }
@@ -182,8 +182,7 @@ static jk_rc parse_resource(struct jk_http_req *rq, const char *type, struct jso
     if ((rc = check_format(rq)) || (rc = check_type(rq, type)) || (rc = check_content_type(rq)))
         return rc;
     struct json_object *res;
-    if ((rc = jk_json_parse(rq->body, rq->body_len, &app->json_limits, &rq->diag, &res)))
-        return rc;
+    if ((rc = jk_json_parse(rq->body, rq->body_len, &app->json_limits, &rq->diag, &res))) return rc;
     const char *rt = jk_json_str(res, "resourceType");
     if (!rt || strcmp(rt, type)) {
         json_object_put(res);
@@ -287,8 +286,7 @@ static jk_rc update_common(struct jk_http_req *rq, int is_conditional)
                          id);
     } else if (!is_conditional && strcmp(body_id, id)) {
         rc = jk_diag_add(&rq->diag, JK_EINVAL, "invalid", "id",
-                         "the resource id '%s' differs from the id in the URL ('%s')", body_id,
-                         id);
+                         "the resource id '%s' differs from the id in the URL ('%s')", body_id, id);
     } else if (!(rc = if_match(rq, &job->w.if_match)) && is_conditional) {
         rc = criteria(rq, NULL, (struct jk_fhir_criteria **)&job->w.cond);
     }
@@ -399,8 +397,7 @@ jk_rc jk_api_fhir_history(struct jk_http_req *rq)
     if (since) {
         if (jk_time_parse_iso(since, strlen(since), &since_ms))
             return jk_diag_add(&rq->diag, JK_EINVAL, "value", NULL,
-                               "_since '%s' is not an instant such as 2026-01-31T08:00:00Z",
-                               since);
+                               "_since '%s' is not an instant such as 2026-01-31T08:00:00Z", since);
         since = jk_time_iso(since_ms, since_iso, sizeof since_iso);
     }
     jk_conn *c = jk_store_conn(app->db);
@@ -417,9 +414,9 @@ jk_rc jk_api_fhir_history(struct jk_http_req *rq)
             return jk_diag_add(&rq->diag, JK_ENOTFOUND, "not-found", NULL, "%s/%s is not known",
                                type, id);
     }
-    const char *self = jk_arena_printf(rq->arena, "%s/fhir/R4%s%s%s%s/_history", app->base_url,
-                                       type ? "/" : "", type ? type : "", id ? "/" : "",
-                                       id ? id : "");
+    const char *self =
+        jk_arena_printf(rq->arena, "%s/fhir/R4%s%s%s%s/_history", app->base_url, type ? "/" : "",
+                        type ? type : "", id ? "/" : "", id ? id : "");
     struct jk_buf b;
     jk_buf_init(&b, 0);
     rc = jk_buf_printf(&b,
@@ -427,11 +424,12 @@ jk_rc jk_api_fhir_history(struct jk_http_req *rq)
                        "\"self\",\"url\":\"%s?_count=%lld\"}",
                        self, count);
     if (!rc && n == (size_t)count && n > 0)
-        rc = jk_buf_printf(&b, ",{\"relation\":\"next\",\"url\":\"%s?_count=%lld&_before_seq=%lld%s%s\"}",
-                           self, count, (long long)list[n - 1].seq, since ? "&_since=" : "",
-                           since ? since : "");
+        rc = jk_buf_printf(
+            &b, ",{\"relation\":\"next\",\"url\":\"%s?_count=%lld&_before_seq=%lld%s%s\"}", self,
+            count, (long long)list[n - 1].seq, since ? "&_since=" : "", since ? since : "");
     if (!rc) rc = jk_buf_puts(&b, "],\"entry\":[");
-    for (size_t i = 0; i < n && !rc; i++) rc = history_entry(&b, app->base_url, &list[i], i == 0);
+    for (size_t i = 0; i < n && !rc; i++)
+        rc = history_entry(&b, app->base_url, &list[i], i == 0);
     if (!rc) rc = jk_buf_puts(&b, "]}");
     if (rc) {
         jk_buf_free(&b);

@@ -46,8 +46,8 @@ void jk_api_error(struct jk_http_req *rq, jk_rc rc)
 {
     int status = jk_rc_http_status(rc);
     if (status >= 500) {
-        jk_log_error("api", "request %s failed with %s on %s %s", rq->request_id,
-                     jk_rc_name(rc), rq->method, rq->route ? rq->route->pattern : "(none)");
+        jk_log_error("api", "request %s failed with %s on %s %s", rq->request_id, jk_rc_name(rc),
+                     rq->method, rq->route ? rq->route->pattern : "(none)");
         /* Whatever the diagnostics say, a client sees only that it was our fault. */
         jk_diag_init(&rq->diag, rq->arena);
         jk_diag_add(&rq->diag, rc, NULL, NULL,

@@ -109,8 +109,8 @@ static jk_store *open_and_migrate(const struct jk_config *cfg)
         jk_store_close(db);
         return NULL;
     }
-    if (n) jk_log_info("store", "applied %d migration(s) to the %s database", n,
-                       jk_store_backend(db));
+    if (n)
+        jk_log_info("store", "applied %d migration(s) to the %s database", n, jk_store_backend(db));
     return db;
 }
 
@@ -140,8 +140,8 @@ static int cmd_demo(struct cli *cli)
     int failed = 0;
     size_t n = json_object_array_length(entries);
     for (size_t i = 0; i < n; i++) {
-        struct json_object *res = json_object_object_get(json_object_array_get_idx(entries, i),
-                                                         "resource");
+        struct json_object *res =
+            json_object_object_get(json_object_array_get_idx(entries, i), "resource");
         struct jk_arena *a = jk_arena_new(0);
         struct jk_diag d;
         jk_diag_init(&d, a);
@@ -153,9 +153,8 @@ static int cmd_demo(struct cli *cli)
         if (!rc) rc = jk_fhir_write_prepare(&w);
         if (!rc) rc = jk_store_tx(db, jk_fhir_write_tx, &w);
         if (rc) {
-            fprintf(stderr, "jiankang: demo entry %zu (%s/%s): %s\n", i,
-                    w.type ? w.type : "?", w.id ? w.id : "?",
-                    d.head ? d.head->msg : jk_rc_name(rc));
+            fprintf(stderr, "jiankang: demo entry %zu (%s/%s): %s\n", i, w.type ? w.type : "?",
+                    w.id ? w.id : "?", d.head ? d.head->msg : jk_rc_name(rc));
             failed = 1;
         }
         jk_arena_free(a);

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ARENA_ALIGN 16
+#define ARENA_ALIGN         16
 #define ARENA_DEFAULT_BLOCK 8192
 
 struct block {

@@ -26,7 +26,8 @@ static jk_rc buf_reserve(struct jk_buf *b, size_t extra)
     if (b->max && need - 1 > b->max) return JK_ETOOBIG;
     if (need <= b->cap) return JK_OK;
     size_t cap = b->cap ? b->cap : 256;
-    while (cap < need) cap = cap > ((size_t)-1) / 2 ? need : cap * 2;
+    while (cap < need)
+        cap = cap > ((size_t)-1) / 2 ? need : cap * 2;
     if (b->max && cap > b->max + 1) cap = b->max + 1;
     char *p = realloc(b->p, cap);
     if (!p) return JK_ENOMEM;

@@ -8,10 +8,10 @@
 #include "core/rc.h"
 
 struct jk_buf {
-    char *p;      /* always NUL-terminated when non-NULL */
+    char *p; /* always NUL-terminated when non-NULL */
     size_t len;
     size_t cap;
-    size_t max;   /* growing past this fails with JK_ETOOBIG */
+    size_t max; /* growing past this fails with JK_ETOOBIG */
 };
 
 /* An empty buffer that may grow to max bytes (0 = unlimited). No allocation yet. */

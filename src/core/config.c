@@ -17,8 +17,14 @@ static const struct key {
     long min, max;
     const char *help;
 } keys[] = {
-#define STR(n, h) {#n, K_STR, offsetof(struct jk_config, n), sizeof(((struct jk_config *)0)->n), 0, 0, h}
-#define NUM(n, lo, hi, h) {#n, K_LONG, offsetof(struct jk_config, n), 0, lo, hi, h}
+#define STR(n, h)                                                                                  \
+    {                                                                                              \
+#n, K_STR, offsetof(struct jk_config, n), sizeof(((struct jk_config *)0)->n), 0, 0, h      \
+    }
+#define NUM(n, lo, hi, h)                                                                          \
+    {                                                                                              \
+#n, K_LONG, offsetof(struct jk_config, n), 0, lo, hi, h                                    \
+    }
     STR(listen, "address and port to listen on"),
     STR(db, "database URL: sqlite:PATH or postgresql://..."),
     STR(base_url, "public base URL used in links"),
@@ -67,8 +73,7 @@ jk_rc jk_config_set(struct jk_config *cfg, const char *key, const char *value, c
     char *field = (char *)cfg + k->offset;
     if (k->kind == K_STR) {
         if (strlen(value) >= k->size) {
-            snprintf(err, errlen, "%s: %s is longer than %zu characters", origin, key,
-                     k->size - 1);
+            snprintf(err, errlen, "%s: %s is longer than %zu characters", origin, key, k->size - 1);
             return JK_EINVAL;
         }
         memcpy(field, value, strlen(value) + 1);
@@ -89,8 +94,8 @@ jk_rc jk_config_set(struct jk_config *cfg, const char *key, const char *value, c
         errno = 0;
         v = strtol(value, &end, 10);
         if (errno || end == value || *end || v < k->min || v > k->max) {
-            snprintf(err, errlen, "%s: %s must be a whole number from %ld to %ld, not '%s'",
-                     origin, key, k->min, k->max, value);
+            snprintf(err, errlen, "%s: %s must be a whole number from %ld to %ld, not '%s'", origin,
+                     key, k->min, k->max, value);
             return JK_EINVAL;
         }
     }
@@ -100,9 +105,11 @@ jk_rc jk_config_set(struct jk_config *cfg, const char *key, const char *value, c
 
 static char *trim(char *s)
 {
-    while (isspace((unsigned char)*s)) s++;
+    while (isspace((unsigned char)*s))
+        s++;
     size_t n = strlen(s);
-    while (n && isspace((unsigned char)s[n - 1])) s[--n] = '\0';
+    while (n && isspace((unsigned char)s[n - 1]))
+        s[--n] = '\0';
     return s;
 }
 
@@ -139,7 +146,8 @@ jk_rc jk_config_load_env(struct jk_config *cfg, char *err, size_t errlen)
     for (size_t i = 0; i < N_KEYS; i++) {
         char name[64];
         size_t n = (size_t)snprintf(name, sizeof name, "JIANKANG_%s", keys[i].name);
-        for (size_t j = 9; j < n; j++) name[j] = (char)toupper((unsigned char)name[j]);
+        for (size_t j = 9; j < n; j++)
+            name[j] = (char)toupper((unsigned char)name[j]);
         const char *v = getenv(name);
         if (!v) continue;
         jk_rc rc = jk_config_set(cfg, keys[i].name, v, name, err, errlen);
@@ -151,7 +159,8 @@ jk_rc jk_config_load_env(struct jk_config *cfg, char *err, size_t errlen)
 jk_rc jk_config_listen(const struct jk_config *cfg, char *addr, size_t addrlen, unsigned *port)
 {
     const char *colon = strrchr(cfg->listen, ':');
-    if (!colon || colon == cfg->listen || (size_t)(colon - cfg->listen) >= addrlen) return JK_EINVAL;
+    if (!colon || colon == cfg->listen || (size_t)(colon - cfg->listen) >= addrlen)
+        return JK_EINVAL;
     const char *a = cfg->listen;
     size_t n = (size_t)(colon - a);
     if (a[0] == '[' && n >= 2 && a[n - 1] == ']') { /* [::1]:8080 */

@@ -8,12 +8,12 @@
 #include "core/rc.h"
 
 struct jk_config {
-    char listen[128];  /* ADDR:PORT */
-    char db[1024];     /* sqlite:PATH or postgresql://... */
+    char listen[128];   /* ADDR:PORT */
+    char db[1024];      /* sqlite:PATH or postgresql://... */
     char base_url[256]; /* how clients reach us; empty: http://<listen> */
-    char log_level[8]; /* debug, info, warn, error */
-    long threads;      /* HTTP worker threads; 0 = number of cores */
-    long access_log;   /* 1: one JSON line per request */
+    char log_level[8];  /* debug, info, warn, error */
+    long threads;       /* HTTP worker threads; 0 = number of cores */
+    long access_log;    /* 1: one JSON line per request */
     long max_body_bytes;
     long max_url_bytes;
     long max_headers;

@@ -13,8 +13,8 @@ void jk_diag_init(struct jk_diag *d, struct jk_arena *arena)
     d->max_issues = 100;
 }
 
-jk_rc jk_diag_add(struct jk_diag *d, jk_rc rc, const char *code, const char *expr,
-                  const char *fmt, ...)
+jk_rc jk_diag_add(struct jk_diag *d, jk_rc rc, const char *code, const char *expr, const char *fmt,
+                  ...)
 {
     d->n_issues++;
     size_t max = d->max_issues ? d->max_issues : 100;

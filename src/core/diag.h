@@ -30,8 +30,8 @@ void jk_diag_init(struct jk_diag *d, struct jk_arena *arena);
 
 /* Appends an issue. code NULL means jk_rc_issue_code(rc); expr may be NULL. The strings are
  * copied into the arena. Returns rc, so callers can write `return jk_diag_add(...)`. */
-jk_rc jk_diag_add(struct jk_diag *d, jk_rc rc, const char *code, const char *expr,
-                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+jk_rc jk_diag_add(struct jk_diag *d, jk_rc rc, const char *code, const char *expr, const char *fmt,
+                  ...) __attribute__((format(printf, 5, 6)));
 
 /* The rc of the first issue, or JK_OK when there is none. */
 jk_rc jk_diag_rc(const struct jk_diag *d);

@@ -94,8 +94,7 @@ jk_rc jk_json_parse(const char *p, size_t n, const struct jk_json_limits *lim, s
     if (too_long) {
         json_object_put(obj);
         return jk_diag_add(d, JK_ETOOBIG, "too-costly", NULL,
-                           "an array has %zu elements; the limit is %zu", too_long,
-                           lim->max_array);
+                           "an array has %zu elements; the limit is %zu", too_long, lim->max_array);
     }
     if (members != count_name_separators(p, offset)) {
         json_object_put(obj);

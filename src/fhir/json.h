@@ -10,8 +10,8 @@
 struct jk_arena;
 
 struct jk_json_limits {
-    int max_depth;        /* nesting of objects and arrays: 400 */
-    size_t max_array;     /* elements in one array: 413 */
+    int max_depth;    /* nesting of objects and arrays: 400 */
+    size_t max_array; /* elements in one array: 413 */
 };
 
 /* Parses p[0..n) as one JSON object. Refuses NUL bytes, invalid UTF-8, duplicate keys,

@@ -107,7 +107,8 @@ static const struct jk_fhir_elem *choice_first(const struct jk_fhir_node *node, 
     for (size_t i = 0; i < JK_FHIR_N_CHOICES; i++) {
         const struct jk_fhir_choice *c = &jk_fhir_gen_choices[i];
         if (&jk_fhir_gen_nodes[c->node] != node) continue;
-        if (cmp_name(stem, len, jk_fhir_gen_str + c->name) == 0) return jk_fhir_choice_variant(c, 0);
+        if (cmp_name(stem, len, jk_fhir_gen_str + c->name) == 0)
+            return jk_fhir_choice_variant(c, 0);
     }
     return NULL;
 }
@@ -143,8 +144,8 @@ const struct jk_fhir_valueset *jk_fhir_valueset_at(uint16_t i)
     return i < JK_FHIR_N_VALUESETS ? &jk_fhir_gen_valuesets[i] : NULL;
 }
 
-int jk_fhir_valueset_has(const struct jk_fhir_valueset *vs, const char *system,
-                         size_t system_len, const char *code, size_t code_len)
+int jk_fhir_valueset_has(const struct jk_fhir_valueset *vs, const char *system, size_t system_len,
+                         const char *code, size_t code_len)
 {
     const struct jk_fhir_code *codes = jk_fhir_gen_codes + vs->first_code;
     size_t lo = 0, hi = vs->n_codes;
@@ -201,9 +202,8 @@ static pthread_once_t regex_once = PTHREAD_ONCE_INIT;
 static void compile_regexes(void)
 {
     for (size_t i = 0; i < JK_FHIR_N_REGEX; i++)
-        regex_ok[i] =
-            regcomp(&regexes[i], jk_fhir_gen_str + jk_fhir_gen_regex[i], REG_EXTENDED | REG_NOSUB) ==
-            0;
+        regex_ok[i] = regcomp(&regexes[i], jk_fhir_gen_str + jk_fhir_gen_regex[i],
+                              REG_EXTENDED | REG_NOSUB) == 0;
 }
 
 const regex_t *jk_fhir_type_regex(const struct jk_fhir_type *t)

@@ -32,11 +32,11 @@ enum jk_fhir_json {
 
 /* A primitive type, complex datatype or resource type. */
 struct jk_fhir_type {
-    uint32_t name;      /* string offset: "Patient", "HumanName", "date" */
-    uint16_t node;      /* elements of a complex type or resource, JK_FHIR_NONE for primitives */
-    uint16_t regex;     /* index of the value regex (jk_fhir_regex), JK_FHIR_NONE when none */
-    uint8_t kind;       /* enum jk_fhir_kind */
-    uint8_t json;       /* enum jk_fhir_json */
+    uint32_t name;       /* string offset: "Patient", "HumanName", "date" */
+    uint16_t node;       /* elements of a complex type or resource, JK_FHIR_NONE for primitives */
+    uint16_t regex;      /* index of the value regex (jk_fhir_regex), JK_FHIR_NONE when none */
+    uint8_t kind;        /* enum jk_fhir_kind */
+    uint8_t json;        /* enum jk_fhir_json */
     uint8_t is_abstract; /* Resource, DomainResource, Element, BackboneElement */
     uint8_t name_len;    /* strlen of name */
 };
@@ -67,9 +67,9 @@ struct jk_fhir_elem {
 
 /* A choice element such as Observation.value[x]. */
 struct jk_fhir_choice {
-    uint32_t name;       /* string offset: "value" */
-    uint16_t node;       /* the node it belongs to */
-    uint16_t first;      /* variants: jk_fhir_choice_variant(c, 0 .. n_variants-1) */
+    uint32_t name;  /* string offset: "value" */
+    uint16_t node;  /* the node it belongs to */
+    uint16_t first; /* variants: jk_fhir_choice_variant(c, 0 .. n_variants-1) */
     uint16_t n_variants;
 };
 
@@ -87,11 +87,11 @@ struct jk_fhir_code {
 
 /* A primitive type's regex compiled by the generator into a DFA over bytes. */
 struct jk_fhir_dfa {
-    uint32_t classes;   /* offset of its 256-entry byte -> class map */
-    uint32_t trans;     /* offset of its transitions: n_classes next states per state */
-    uint32_t accept;    /* offset of its accepting flags, one per state */
+    uint32_t classes; /* offset of its 256-entry byte -> class map */
+    uint32_t trans;   /* offset of its transitions: n_classes next states per state */
+    uint32_t accept;  /* offset of its accepting flags, one per state */
     uint16_t n_classes;
-    uint16_t start;     /* state 0 is the dead state */
+    uint16_t start; /* state 0 is the dead state */
 };
 
 /* The string at offset off in the model's string pool. Static storage. */
@@ -139,8 +139,8 @@ const struct jk_fhir_valueset *jk_fhir_valueset_at(uint16_t i);
 
 /* Whether code[0..code_len) is in vs. With system NULL any system matches (for `code`
  * elements); otherwise system[0..system_len) must match too (Coding). */
-int jk_fhir_valueset_has(const struct jk_fhir_valueset *vs, const char *system,
-                         size_t system_len, const char *code, size_t code_len);
+int jk_fhir_valueset_has(const struct jk_fhir_valueset *vs, const char *system, size_t system_len,
+                         const char *code, size_t code_len);
 
 /* The i-th code of vs (0 .. n_codes-1; sorted by code), or NULL. Static. */
 const char *jk_fhir_valueset_code(const struct jk_fhir_valueset *vs, size_t i);

@@ -32,13 +32,13 @@ const char *jk_fhir_new_id(struct jk_arena *a)
     unsigned char b[16];
     if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b) return NULL;
     uint64_t ms = (uint64_t)jk_time_now_ms();
-    for (int i = 0; i < 6; i++) b[i] = (unsigned char)(ms >> (40 - 8 * i));
+    for (int i = 0; i < 6; i++)
+        b[i] = (unsigned char)(ms >> (40 - 8 * i));
     b[6] = (unsigned char)((b[6] & 0x0f) | 0x70);
     b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
-    return jk_arena_printf(a,
-                           "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-                           b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10],
-                           b[11], b[12], b[13], b[14], b[15]);
+    return jk_arena_printf(
+        a, "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2],
+        b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
 }
 
 jk_rc jk_fhir_criteria_parse(struct jk_arena *a, struct jk_diag *d, const char *const *keys,
@@ -66,8 +66,8 @@ jk_rc jk_fhir_criteria_parse(struct jk_arena *a, struct jk_diag *d, const char *
                                k);
         }
         if (!*c->code)
-            return jk_diag_add(d, JK_EINVAL, "invalid", NULL,
-                               "search parameter '%s' needs a value", k);
+            return jk_diag_add(d, JK_EINVAL, "invalid", NULL, "search parameter '%s' needs a value",
+                               k);
         out->n++;
     }
     if (!out->n)
@@ -94,8 +94,8 @@ static jk_rc match(jk_conn *c, struct jk_fhir_write *w, const char ***ids, size_
             if (!found) return JK_ENOMEM;
             found[0] = cr->code;
             n_found = v && !is_deleted;
-        } else if ((rc = jk_res_find_token(c, w->arena, w->type, cr->param, cr->system,
-                                           cr->code, MAX_MATCHES, &found, &n_found))) {
+        } else if ((rc = jk_res_find_token(c, w->arena, w->type, cr->param, cr->system, cr->code,
+                                           MAX_MATCHES, &found, &n_found))) {
             return rc;
         }
         if (i == 0) {
@@ -128,7 +128,8 @@ static const char *members_text(struct jk_arena *a, struct json_object *obj,
         json_object_object_foreach(obj, k, v)
         {
             size_t i = 0;
-            while (i < n_skip && strcmp(k, skip[i])) i++;
+            while (i < n_skip && strcmp(k, skip[i]))
+                i++;
             if (i == n_skip) json_object_object_add(copy, k, json_object_get(v));
         }
     }
@@ -204,8 +205,7 @@ static jk_rc put_version(jk_conn *c, struct jk_fhir_write *w, const char *id, in
     r->last_updated = jk_arena_strdup(w->arena, now);
     r->is_deleted = w->kind == JK_FHIR_DELETE;
     r->method = w->kind == JK_FHIR_CREATE ? "POST" : w->kind == JK_FHIR_UPDATE ? "PUT" : "DELETE";
-    if (!r->is_deleted && !(r->body = render(w, id, version, now, &r->body_len)))
-        return JK_ENOMEM;
+    if (!r->is_deleted && !(r->body = render(w, id, version, now, &r->body_len))) return JK_ENOMEM;
     jk_rc rc = jk_res_insert(c, r);
     /* A new resource has no index rows to replace. */
     if (!rc && (version > 1 || r->is_deleted || w->n_tokens))
@@ -241,8 +241,8 @@ jk_rc jk_fhir_write_tx(jk_conn *c, void *arg)
             const char *body_id = w->res ? jk_json_str(w->res, "id") : NULL;
             if (body_id && strcmp(body_id, ids[0]))
                 return jk_diag_add(w->diag, JK_EINVAL, "invalid", "id",
-                                   "the resource id '%s' differs from the matched %s/%s",
-                                   body_id, w->type, ids[0]);
+                                   "the resource id '%s' differs from the matched %s/%s", body_id,
+                                   w->type, ids[0]);
             id = ids[0];
         } else if (w->kind == JK_FHIR_DELETE) {
             w->status = 204;

@@ -13,7 +13,7 @@ struct jk_arena;
 /* Search criteria of a conditional interaction. Only _id and identifier are supported
  * until full search lands; anything else is refused with a clear message. */
 struct jk_fhir_criterion {
-    const char *param; /* "_id" or "identifier" */
+    const char *param;  /* "_id" or "identifier" */
     const char *system; /* NULL: any system */
     const char *code;
 };
@@ -33,9 +33,9 @@ struct jk_fhir_write {
     /* in */
     enum jk_fhir_write_kind kind;
     const char *type;
-    const char *id;            /* update and delete; NULL with cond */
-    struct json_object *res;   /* create and update; its id/meta are set by the write */
-    int64_t if_match;          /* expected current version, 0 for none */
+    const char *id;                      /* update and delete; NULL with cond */
+    struct json_object *res;             /* create and update; its id/meta are set by the write */
+    int64_t if_match;                    /* expected current version, 0 for none */
     const struct jk_fhir_criteria *cond; /* conditional create/update/delete, or NULL */
     struct jk_arena *arena;
     struct jk_diag *diag;

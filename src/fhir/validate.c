@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/arena.h"
 #include "fhir/model.h"
 
 #define FV_PATH_MAX         1024    /* longest expression kept; longer ones end in "..." */
@@ -24,11 +25,19 @@ enum fv_mode {
     FV_CONTAINED /* an entry of DomainResource.contained */
 };
 
+/* A sorted list of strings (pointers into the JSON tree), allocated from the diag arena. */
+struct strs {
+    const char **s;
+    size_t n, cap;
+    int is_complete; /* 0 when memory ran out and lookups must scan the JSON instead */
+};
+
 /* One validation run: the issue list, the expression of the element being checked, and the
  * context that changes the rules (inside a contained resource, inside a transaction). */
 struct fv {
     struct jk_diag *d;
     struct json_object *container; /* resource whose contained[] resolves "#id" references */
+    struct strs *ids;              /* its contained ids, sorted; NULL when it has none */
     unsigned depth;
     int in_contained;
     int allow_conditional; /* conditional references (Patient?identifier=...) */
@@ -245,8 +254,8 @@ static void list_codes(const struct jk_fhir_valueset *vs, char *buf, size_t size
     if (vs->n_codes > 12) return;
     size_t used = 0;
     for (size_t i = 0; i < vs->n_codes && used < size; i++) {
-        int w = snprintf(buf + used, size - used, "%s%s", i ? ", " : " (allowed: ",
-                         jk_fhir_valueset_code(vs, i));
+        int w = snprintf(buf + used, size - used, "%s%s",
+                         i ? ", " : " (allowed: ", jk_fhir_valueset_code(vs, i));
         if (w < 0) break;
         used += (size_t)w;
     }
@@ -350,8 +359,8 @@ static void check_primitive(struct fv *v, const struct jk_fhir_elem *e, const ch
         issue(v, "value", "%s must not be an empty string (leave the element out instead)", ename);
         return;
     }
-    const char *why = strlen(s) != n ? "contains a NUL character"
-                                     : string_problem((const unsigned char *)s, n);
+    const char *why = memchr(s, '\0', n) ? "contains a NUL character"
+                                         : string_problem((const unsigned char *)s, n);
     if (why) {
         issue(v, "value", "%s %s", ename, why);
         return;
@@ -375,23 +384,82 @@ static void check_primitive(struct fv *v, const struct jk_fhir_elem *e, const ch
 
 /* ---- references, codings, extensions ---------------------------------------------------- */
 
+/* Whether s[0..n) is a valid id: the R4 id regex [A-Za-z0-9\-\.]{1,64}. */
 static int is_id(const char *s, size_t n)
 {
-    if (n < 1 || n > 64) return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '.'))
-            return 0;
-    }
-    return 1;
+    return known.id && n >= 1 && n <= 64 && jk_fhir_type_match(known.id, s, n);
 }
 
-/* Whether res has a contained resource with id[0..n). */
-static int has_contained(struct json_object *res, const char *id, size_t n)
+static int cmp_strp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Appends p to l, growing it in the arena; on failure l is marked incomplete. */
+static void strs_add(struct jk_arena *a, struct strs *l, const char *p)
+{
+    if (!l->is_complete) return;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 16;
+        const char **s = jk_arena_alloc(a, cap * sizeof *s);
+        if (!s) {
+            l->is_complete = 0;
+            return;
+        }
+        if (l->n) memcpy(s, l->s, l->n * sizeof *s);
+        l->s = s;
+        l->cap = cap;
+    }
+    l->s[l->n++] = p;
+}
+
+/* Whether the sorted list l holds s[0..n). */
+static int strs_has(const struct strs *l, const char *s, size_t n)
+{
+    size_t lo = 0, hi = l->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const char *m = l->s[mid];
+        int c = strncmp(s, m, n);
+        if (c == 0 && m[n] != '\0') c = -1;
+        if (c == 0) return 1;
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return 0;
+}
+
+/* The sorted ids of res's contained resources, or NULL when it has none. */
+static struct strs *contained_ids(struct fv *v, struct json_object *res)
 {
     struct json_object *arr, *cid;
-    if (!res || !json_object_object_get_ex(res, "contained", &arr) ||
+    if (!json_object_object_get_ex(res, "contained", &arr) ||
+        !json_object_is_type(arr, json_type_array))
+        return NULL;
+    struct strs *l = jk_arena_zalloc(v->d->arena, sizeof *l);
+    if (!l) return NULL;
+    l->is_complete = 1;
+    size_t count = json_object_array_length(arr);
+    for (size_t i = 0; i < count; i++) {
+        struct json_object *c = json_object_array_get_idx(arr, i);
+        if (json_object_is_type(c, json_type_object) && json_object_object_get_ex(c, "id", &cid) &&
+            json_object_is_type(cid, json_type_string))
+            strs_add(v->d->arena, l, json_object_get_string(cid));
+    }
+    if (l->n) qsort(l->s, l->n, sizeof *l->s, cmp_strp);
+    return l;
+}
+
+/* Whether the container has a contained resource with id[0..n). */
+static int has_contained(const struct fv *v, const char *id, size_t n)
+{
+    struct json_object *arr, *cid;
+    if (!v->container) return 0;
+    if (v->ids && v->ids->is_complete) return strs_has(v->ids, id, n);
+    /* Out of memory for the index: scan. */
+    if (!json_object_object_get_ex(v->container, "contained", &arr) ||
         !json_object_is_type(arr, json_type_array))
         return 0;
     size_t count = json_object_array_length(arr);
@@ -422,9 +490,9 @@ static void check_reference(struct fv *v, const char *s, size_t n)
         } else if (!is_id(s + 1, n - 1)) {
             issue(v, "invalid", "reference '%s' is not a valid local reference (%s)", q.s,
                   type_hint("id"));
-        } else if (!has_contained(v->container, s + 1, n - 1)) {
-            issue(v, "invalid", "reference '%s' points to no contained resource with that id (ref-1)",
-                  q.s);
+        } else if (!has_contained(v, s + 1, n - 1)) {
+            issue(v, "invalid",
+                  "reference '%s' points to no contained resource with that id (ref-1)", q.s);
         }
         return;
     }
@@ -436,7 +504,8 @@ static void check_reference(struct fv *v, const char *s, size_t n)
     }
     if (n > 8 && memcmp(s, "urn:oid:", 8) == 0) {
         if (known.oid && !regex_ok(known.oid, s))
-            issue(v, "invalid", "reference '%s' is not a valid urn:oid: (%s)", q.s, type_hint("oid"));
+            issue(v, "invalid", "reference '%s' is not a valid urn:oid: (%s)", q.s,
+                  type_hint("oid"));
         return;
     }
     size_t scheme = (n > 7 && memcmp(s, "http://", 7) == 0)    ? 7
@@ -476,8 +545,8 @@ static void check_reference(struct fv *v, const char *s, size_t n)
     const char *slash = memchr(id, '/', n - t - 1);
     size_t id_len = slash ? (size_t)(slash - id) : n - t - 1;
     if (!is_id(id, id_len)) {
-        issue(v, "invalid", "reference '%s' has an invalid id '%s' (%s)", q.s,
-              quote(id, id_len).s, type_hint("id"));
+        issue(v, "invalid", "reference '%s' has an invalid id '%s' (%s)", q.s, quote(id, id_len).s,
+              type_hint("id"));
         return;
     }
     if (!slash) return;
@@ -491,8 +560,8 @@ static void check_coding(struct fv *v, const struct jk_fhir_valueset *vs, struct
 {
     struct json_object *sys, *code;
     if (!json_object_object_get_ex(c, "system", &sys) ||
-        !json_object_object_get_ex(c, "code", &code) || !json_object_is_type(sys, json_type_string) ||
-        !json_object_is_type(code, json_type_string))
+        !json_object_object_get_ex(c, "code", &code) ||
+        !json_object_is_type(sys, json_type_string) || !json_object_is_type(code, json_type_string))
         return;
     const char *s = json_object_get_string(sys);
     size_t sn = (size_t)json_object_get_string_len(sys);
@@ -509,7 +578,8 @@ static void check_codeable_concept(struct fv *v, const struct jk_fhir_valueset *
                                    struct json_object *cc)
 {
     struct json_object *arr;
-    if (!json_object_object_get_ex(cc, "coding", &arr) || !json_object_is_type(arr, json_type_array))
+    if (!json_object_object_get_ex(cc, "coding", &arr) ||
+        !json_object_is_type(arr, json_type_array))
         return;
     size_t n = json_object_array_length(arr);
     size_t mark = path_push(v, ".", "coding", 6);
@@ -609,19 +679,50 @@ static int tree_has_string(struct json_object *o, const char *s, size_t n, unsig
     }
 }
 
+/* Collects every string under o that starts with '#' (local references). */
+static void collect_local_refs(struct fv *v, struct json_object *o, struct strs *l, unsigned depth)
+{
+    if (depth > FV_MAX_DEPTH || !l->is_complete) return;
+    switch (json_object_get_type(o)) {
+    case json_type_string: {
+        const char *s = json_object_get_string(o);
+        if (s[0] == '#') strs_add(v->d->arena, l, s);
+        return;
+    }
+    case json_type_array: {
+        size_t len = json_object_array_length(o);
+        for (size_t i = 0; i < len; i++)
+            collect_local_refs(v, json_object_array_get_idx(o, i), l, depth + 1);
+        return;
+    }
+    case json_type_object: {
+        json_object_object_foreach(o, key, val)
+        {
+            (void)key;
+            collect_local_refs(v, val, l, depth + 1);
+        }
+        return;
+    }
+    default: return;
+    }
+}
+
 /* dom-3: every contained resource is referenced from the container (as "#id"), or refers to
- * the container itself ("#"). */
+ * the container itself ("#"). One pass collects the local references, so the cost stays
+ * linear in the size of the resource. */
 static void check_contained_referenced(struct fv *v, struct json_object *res)
 {
     struct json_object *arr, *id;
     if (!json_object_object_get_ex(res, "contained", &arr) ||
         !json_object_is_type(arr, json_type_array))
         return;
+    struct strs refs = {.is_complete = 1};
+    collect_local_refs(v, res, &refs, 0);
+    if (refs.n) qsort(refs.s, refs.n, sizeof *refs.s, cmp_strp);
     size_t count = json_object_array_length(arr);
     for (size_t i = 0; i < count && !full(v); i++) {
         struct json_object *c = json_object_array_get_idx(arr, i);
         if (!json_object_is_type(c, json_type_object)) continue;
-        if (tree_has_string(c, "#", 1, 0)) continue;
         char ref[80];
         size_t n = 0;
         if (json_object_object_get_ex(c, "id", &id) && json_object_is_type(id, json_type_string) &&
@@ -629,8 +730,10 @@ static void check_contained_referenced(struct fv *v, struct json_object *res)
             n = (size_t)json_object_get_string_len(id) + 1;
             ref[0] = '#';
             memcpy(ref + 1, json_object_get_string(id), n - 1);
-            if (tree_has_string(res, ref, n, 0)) continue;
+            if (refs.is_complete ? strs_has(&refs, ref, n) : tree_has_string(res, ref, n, 0))
+                continue;
         }
+        if (tree_has_string(c, "#", 1, 0)) continue;
         size_t m1 = path_push(v, ".", "contained", 9);
         size_t m2 = path_index(v, i);
         if (n)
@@ -805,8 +908,7 @@ static void validate_primitive_ext(struct fv *v, struct json_object *obj,
         issue(v, "structure", "_%s is an empty array: leave it out instead", ename);
         return;
     }
-    if (base && json_object_is_type(base, json_type_array) &&
-        json_object_array_length(base) != n) {
+    if (base && json_object_is_type(base, json_type_array) && json_object_array_length(base) != n) {
         issue(v, "structure", "_%s has %zu entries but %s has %zu; they must be aligned", ename, n,
               ename, json_object_array_length(base));
         return;
@@ -882,8 +984,10 @@ static void validate_object(struct fv *v, const struct jk_fhir_node *node, struc
             path_pop(v, mark);
             mark = path_push(v, ".", key, strlen(key));
             if (e)
-                issue(v, "structure", "%s: the _name form is only for primitive elements, and %s "
-                      "is a %s", key, name, jk_fhir_str(t->name));
+                issue(v, "structure",
+                      "%s: the _name form is only for primitive elements, and %s "
+                      "is a %s",
+                      key, name, jk_fhir_str(t->name));
             else
                 unknown_property(v, node, key);
             path_pop(v, mark);
@@ -933,8 +1037,9 @@ static void validate_resource(struct fv *v, struct json_object *obj, enum fv_mod
         return;
     }
     if (!json_object_object_get_ex(obj, "resourceType", &rt)) {
-        issue(v, "required", "resourceType is missing: a resource must name its type, e.g. "
-                             "\"resourceType\": \"Patient\"");
+        issue(v, "required",
+              "resourceType is missing: a resource must name its type, e.g. "
+              "\"resourceType\": \"Patient\"");
         return;
     }
     if (!json_object_is_type(rt, json_type_string)) {
@@ -949,20 +1054,22 @@ static void validate_resource(struct fv *v, struct json_object *obj, enum fv_mod
         return;
     }
     struct json_object *saved_container = v->container;
+    struct strs *saved_ids = v->ids;
     int saved_in_contained = v->in_contained, saved_allow_conditional = v->allow_conditional;
     size_t mark = mode == FV_TOP ? path_push(v, "", tn, tl) : v->len;
     if (mode == FV_CONTAINED) {
         v->in_contained = 1;
     } else {
         v->container = obj;
+        v->ids = contained_ids(v, obj);
         v->in_contained = 0;
     }
     if (jk_fhir_type_index(t) == known.bundle) {
         struct json_object *bt;
-        const char *type = json_object_object_get_ex(obj, "type", &bt) &&
-                                   json_object_is_type(bt, json_type_string)
-                               ? json_object_get_string(bt)
-                               : "";
+        const char *type =
+            json_object_object_get_ex(obj, "type", &bt) && json_object_is_type(bt, json_type_string)
+                ? json_object_get_string(bt)
+                : "";
         v->allow_conditional = strcmp(type, "transaction") == 0 || strcmp(type, "batch") == 0;
     }
     validate_object(v, jk_fhir_node_at(t->node), obj, 1);
@@ -971,6 +1078,7 @@ static void validate_resource(struct fv *v, struct json_object *obj, enum fv_mod
     else if (!full(v))
         check_contained_referenced(v, obj);
     v->container = saved_container;
+    v->ids = saved_ids;
     v->in_contained = saved_in_contained;
     v->allow_conditional = saved_allow_conditional;
     path_pop(v, mark);
@@ -990,6 +1098,7 @@ jk_rc jk_fhir_validate(struct json_object *res, struct jk_diag *d)
     struct fv v;
     v.d = d;
     v.container = NULL;
+    v.ids = NULL;
     v.depth = 0;
     v.in_contained = 0;
     v.allow_conditional = 0;

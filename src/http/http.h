@@ -16,10 +16,10 @@ struct jk_http_server;
 
 /* Limits on what a client may send; exceeding one is a 4xx, never a crash. */
 struct jk_http_limits {
-    size_t max_body_bytes;    /* 413 */
-    size_t max_url_bytes;     /* path plus query: 414 */
-    size_t max_headers;       /* header count: 431 */
-    size_t max_header_bytes;  /* all header names and values: 431 */
+    size_t max_body_bytes;   /* 413 */
+    size_t max_url_bytes;    /* path plus query: 414 */
+    size_t max_headers;      /* header count: 431 */
+    size_t max_header_bytes; /* all header names and values: 431 */
 };
 
 /* Answers a request. Returns JK_OK after setting a response with jk_http_respond (or
@@ -62,14 +62,14 @@ jk_rc jk_http_metrics(struct jk_http_server *s, struct jk_buf *out);
 
 struct jk_http_req {
     const char *method;
-    const char *path;   /* decoded path without the query */
-    const char *body;   /* NUL-terminated; body_len excludes the NUL */
+    const char *path; /* decoded path without the query */
+    const char *body; /* NUL-terminated; body_len excludes the NUL */
     size_t body_len;
     struct jk_arena *arena; /* freed when the response has been sent */
     const char *request_id;
     const struct jk_route *route;
     struct jk_diag diag; /* problems to report; on_error turns them into the response */
-    void *state; /* the handler's own, across jk_http_defer */
+    void *state;         /* the handler's own, across jk_http_defer */
 };
 
 /* Application pointer given in the configuration. */

@@ -16,7 +16,7 @@
 #include "core/log.h"
 #include "core/time.h"
 
-#define MAX_PARAMS 8
+#define MAX_PARAMS      8
 #define REQ_ARENA_BYTES 16384
 
 static const int status_slots[] = {200, 201, 204, 304, 400, 401, 403, 404, 405, 409, 410,
@@ -334,16 +334,15 @@ static void check_limits(struct req *r)
         errno = 0;
         unsigned long long n = strtoull(cl, &end, 10);
         if (errno || end == cl || *end || n > lim->max_body_bytes)
-            r->early_rc = jk_diag_add(&r->pub.diag, JK_ETOOBIG, "too-long", NULL,
-                                      "the body is larger than the limit of %zu bytes",
-                                      lim->max_body_bytes);
+            r->early_rc =
+                jk_diag_add(&r->pub.diag, JK_ETOOBIG, "too-long", NULL,
+                            "the body is larger than the limit of %zu bytes", lim->max_body_bytes);
     }
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
-                                  const char *method, const char *version,
-                                  const char *upload_data, size_t *upload_data_size,
-                                  void **con_cls)
+                                  const char *method, const char *version, const char *upload_data,
+                                  size_t *upload_data_size, void **con_cls)
 {
     (void)version;
     struct jk_http_server *srv = cls;
@@ -422,19 +421,20 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         &srv->metrics[r->route_idx >= 0 ? (size_t)r->route_idx : srv->cfg.n_routes];
     __atomic_add_fetch(&m->by_status[status_slot(status)], 1, __ATOMIC_RELAXED);
     size_t b = 0;
-    while (b < N_BUCKETS && (double)us / 1000.0 > bucket_le_ms[b]) b++;
+    while (b < N_BUCKETS && (double)us / 1000.0 > bucket_le_ms[b])
+        b++;
     __atomic_add_fetch(&m->buckets[b], 1, __ATOMIC_RELAXED);
     __atomic_add_fetch(&m->sum_us, (uint64_t)us, __ATOMIC_RELAXED);
     if (srv->cfg.is_access_log) {
         char line[512], ts[40];
-        int n = snprintf(line, sizeof line,
-                         "{\"ts\":\"%s\",\"level\":\"info\",\"module\":\"access\",\"rid\":\"%s\","
-                         "\"method\":\"%.16s\",\"route\":\"%s\",\"status\":%d,\"us\":%lld,"
-                         "\"in\":%zu,\"out\":%zu,\"done\":%d}",
-                         jk_time_iso(jk_time_now_ms(), ts, sizeof ts), r->pub.request_id,
-                         r->pub.method, r->pub.route ? r->pub.route->pattern : "(none)", status,
-                         (long long)us, r->body.len, r->resp_len,
-                         toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
+        int n =
+            snprintf(line, sizeof line,
+                     "{\"ts\":\"%s\",\"level\":\"info\",\"module\":\"access\",\"rid\":\"%s\","
+                     "\"method\":\"%.16s\",\"route\":\"%s\",\"status\":%d,\"us\":%lld,"
+                     "\"in\":%zu,\"out\":%zu,\"done\":%d}",
+                     jk_time_iso(jk_time_now_ms(), ts, sizeof ts), r->pub.request_id, r->pub.method,
+                     r->pub.route ? r->pub.route->pattern : "(none)", status, (long long)us,
+                     r->body.len, r->resp_len, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
         if (n > 0) jk_log_json(line, (unsigned long)((size_t)n < sizeof line ? n : 0));
     }
     jk_buf_free(&r->body);
@@ -450,7 +450,8 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
     size_t n = strlen(msg);
-    while (n && msg[n - 1] == '\n') msg[--n] = '\0';
+    while (n && msg[n - 1] == '\n')
+        msg[--n] = '\0';
     jk_log(JK_LOG_WARN, "http", "%s", msg);
 }
 
@@ -490,10 +491,10 @@ jk_rc jk_http_start(const struct jk_http_config *cfg, struct jk_http_server **ou
     srv->daemon = MHD_start_daemon(
         flags, cfg->port, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, sa,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(cfg->n_threads ? cfg->n_threads : 2),
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)4096, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)60, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 * 1024),
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)1024, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)4096, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 * 1024), MHD_OPTION_LISTEN_BACKLOG_SIZE,
+        (unsigned)1024, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_EXTERNAL_LOGGER,
+        mhd_log, NULL, MHD_OPTION_END);
     if (!srv->daemon) {
         jk_log_error("http", "cannot listen on %s:%u", cfg->listen_addr, cfg->port);
         free(srv->metrics);
@@ -557,24 +558,23 @@ jk_rc jk_http_metrics(struct jk_http_server *s, struct jk_buf *out)
         for (size_t b = 0; b <= N_BUCKETS && !rc; b++) {
             cum += __atomic_load_n(&s->metrics[i].buckets[b], __ATOMIC_RELAXED);
             if (b < N_BUCKETS)
-                rc = jk_buf_printf(out,
-                                   "jk_http_request_duration_seconds_bucket{method=\"%s\","
-                                   "route=\"%s\",le=\"%g\"} %llu\n",
-                                   method, route, bucket_le_ms[b] / 1000.0,
-                                   (unsigned long long)cum);
+                rc =
+                    jk_buf_printf(out,
+                                  "jk_http_request_duration_seconds_bucket{method=\"%s\","
+                                  "route=\"%s\",le=\"%g\"} %llu\n",
+                                  method, route, bucket_le_ms[b] / 1000.0, (unsigned long long)cum);
             else
-                rc = jk_buf_printf(out,
-                                   "jk_http_request_duration_seconds_bucket{method=\"%s\","
-                                   "route=\"%s\",le=\"+Inf\"} %llu\n"
-                                   "jk_http_request_duration_seconds_sum{method=\"%s\","
-                                   "route=\"%s\"} %.6f\n"
-                                   "jk_http_request_duration_seconds_count{method=\"%s\","
-                                   "route=\"%s\"} %llu\n",
-                                   method, route, (unsigned long long)cum, method, route,
-                                   (double)__atomic_load_n(&s->metrics[i].sum_us,
-                                                           __ATOMIC_RELAXED) /
-                                       1e6,
-                                   method, route, (unsigned long long)cum);
+                rc = jk_buf_printf(
+                    out,
+                    "jk_http_request_duration_seconds_bucket{method=\"%s\","
+                    "route=\"%s\",le=\"+Inf\"} %llu\n"
+                    "jk_http_request_duration_seconds_sum{method=\"%s\","
+                    "route=\"%s\"} %.6f\n"
+                    "jk_http_request_duration_seconds_count{method=\"%s\","
+                    "route=\"%s\"} %llu\n",
+                    method, route, (unsigned long long)cum, method, route,
+                    (double)__atomic_load_n(&s->metrics[i].sum_us, __ATOMIC_RELAXED) / 1e6, method,
+                    route, (unsigned long long)cum);
         }
     }
     return rc;

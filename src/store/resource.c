@@ -26,8 +26,8 @@ static const char sql_tok_find_sys[] =
     " WHERE type = ? AND param = ? AND code = ? AND system = ? ORDER BY id";
 
 /* History queries, by scope, with and without the two bounds: a table over string pasting. */
-#define HIST(where)                                                                              \
-    "SELECT " RES_COLS " FROM resource_version WHERE " where " AND seq < ? AND last_updated >= ?" \
+#define HIST(where)                                                                                \
+    "SELECT " RES_COLS " FROM resource_version WHERE " where " AND seq < ? AND last_updated >= ?"  \
     " ORDER BY seq DESC LIMIT ?"
 static const char sql_hist_instance[] = HIST("type = ? AND id = ?");
 static const char sql_hist_type[] = HIST("type = ?");
@@ -80,8 +80,8 @@ jk_rc jk_res_read(jk_conn *c, struct jk_arena *a, const char *type, const char *
     return read_one(s, a, out);
 }
 
-jk_rc jk_res_vread(jk_conn *c, struct jk_arena *a, const char *type, const char *id,
-                   int64_t vid, struct jk_res *out)
+jk_rc jk_res_vread(jk_conn *c, struct jk_arena *a, const char *type, const char *id, int64_t vid,
+                   struct jk_res *out)
 {
     jk_stmt *s;
     jk_rc rc = jk_conn_prepare(c, sql_vread, &s);

@@ -27,8 +27,8 @@ jk_rc jk_res_read(jk_conn *c, struct jk_arena *a, const char *type, const char *
                   struct jk_res *out);
 
 /* Version vid of type/id. JK_ENOTFOUND, or JK_EGONE for a deletion version. */
-jk_rc jk_res_vread(jk_conn *c, struct jk_arena *a, const char *type, const char *id,
-                   int64_t vid, struct jk_res *out);
+jk_rc jk_res_vread(jk_conn *c, struct jk_arena *a, const char *type, const char *id, int64_t vid,
+                   struct jk_res *out);
 
 /* The current version number of type/id (0 when it never existed), and whether that version
  * is a deletion. */

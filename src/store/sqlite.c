@@ -111,7 +111,8 @@ static jk_rc cache_insert(struct sq_conn *c, struct sq_stmt *s)
         for (size_t i = 0; i < c->cache_cap; i++) {
             if (!c->cache[i]) continue;
             size_t h = ptr_hash(c->cache[i]->sql, cap);
-            while (nc[h]) h = (h + 1) & (cap - 1);
+            while (nc[h])
+                h = (h + 1) & (cap - 1);
             nc[h] = c->cache[i];
         }
         free(c->cache);
@@ -119,7 +120,8 @@ static jk_rc cache_insert(struct sq_conn *c, struct sq_stmt *s)
         c->cache_cap = cap;
     }
     size_t h = ptr_hash(s->sql, c->cache_cap);
-    while (c->cache[h]) h = (h + 1) & (c->cache_cap - 1);
+    while (c->cache[h])
+        h = (h + 1) & (c->cache_cap - 1);
     c->cache[h] = s;
     c->cache_n++;
     return JK_OK;
@@ -144,8 +146,7 @@ static jk_rc sq_prepare(jk_conn *jc, const char *sql, jk_stmt **out)
     if (!s) return JK_ENOMEM;
     s->base.c = jc;
     s->sql = sql;
-    if (sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s->st, NULL) !=
-        SQLITE_OK) {
+    if (sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s->st, NULL) != SQLITE_OK) {
         jk_log_error("sqlite", "prepare failed: %s", sqlite3_errmsg(c->db));
         free(s);
         return JK_EDB;
@@ -277,13 +278,15 @@ static void *writer_main(void *arg)
     struct sq_writer *w = arg;
     for (;;) {
         pthread_mutex_lock(&w->lock);
-        while (!w->head && !w->is_stopping) pthread_cond_wait(&w->cond, &w->lock);
+        while (!w->head && !w->is_stopping)
+            pthread_cond_wait(&w->cond, &w->lock);
         if (!w->head) {
             pthread_mutex_unlock(&w->lock);
             return NULL;
         }
         struct sq_job *batch = w->head, *last = batch;
-        for (int n = 1; n < SQ_MAX_BATCH && last->next; n++) last = last->next;
+        for (int n = 1; n < SQ_MAX_BATCH && last->next; n++)
+            last = last->next;
         w->head = last->next;
         if (!w->head) w->tail = NULL;
         last->next = NULL;

@@ -142,7 +142,8 @@ static char *migration_sql(const struct jk_backend *be, const char *sql)
 {
     static const char token[] = "@SERIAL_PK@";
     size_t n = strlen(sql) + 1, tl = sizeof token - 1, sl = strlen(be->serial_pk);
-    for (const char *p = strstr(sql, token); p; p = strstr(p + tl, token)) n += sl;
+    for (const char *p = strstr(sql, token); p; p = strstr(p + tl, token))
+        n += sl;
     char *out = malloc(n), *w = out;
     if (!out) return NULL;
     const char *p = sql, *hit;
@@ -180,8 +181,9 @@ static jk_rc migrate_tx(jk_conn *c, void *arg)
     int64_t current = (!rc && has_row) ? jk_stmt_col_int(s, 0) : 0;
     jk_stmt_reset(s);
     if (rc) return rc;
-    for (int v = (int)current + 1; v <= N_MIGRATIONS; v++) {
-        char *sql = migration_sql(m->be, migrations[v - 1]);
+    for (int i = current < 0 ? 0 : (int)current; i < N_MIGRATIONS; i++) {
+        int v = i + 1;
+        char *sql = migration_sql(m->be, migrations[i]);
         if (!sql) return JK_ENOMEM;
         rc = jk_conn_exec(c, sql);
         free(sql);
@@ -234,15 +236,16 @@ jk_rc jk_store_tx(jk_store *st, jk_tx_fn fn, void *arg)
     pthread_cond_init(&w.cond, NULL);
     st->be->tx_async(st, fn, arg, tx_wait_done, &w);
     pthread_mutex_lock(&w.lock);
-    while (!w.is_done) pthread_cond_wait(&w.cond, &w.lock);
+    while (!w.is_done)
+        pthread_cond_wait(&w.cond, &w.lock);
     pthread_mutex_unlock(&w.lock);
     pthread_cond_destroy(&w.cond);
     pthread_mutex_destroy(&w.lock);
     return w.rc;
 }
 
-void jk_store_tx_async(jk_store *st, jk_tx_fn fn, void *arg,
-                       void (*done)(void *done_arg, jk_rc rc), void *done_arg)
+void jk_store_tx_async(jk_store *st, jk_tx_fn fn, void *arg, void (*done)(void *done_arg, jk_rc rc),
+                       void *done_arg)
 {
     st->be->tx_async(st, fn, arg, done, done_arg);
 }

@@ -48,8 +48,8 @@ jk_rc jk_store_tx(jk_store *st, jk_tx_fn fn, void *arg);
 
 /* Like jk_store_tx, but returns at once; done(done_arg, rc) is called later, possibly on
  * another thread, possibly before jk_store_tx_async returns. */
-void jk_store_tx_async(jk_store *st, jk_tx_fn fn, void *arg,
-                       void (*done)(void *done_arg, jk_rc rc), void *done_arg);
+void jk_store_tx_async(jk_store *st, jk_tx_fn fn, void *arg, void (*done)(void *done_arg, jk_rc rc),
+                       void *done_arg);
 
 /* Prepared statements, cached per connection by the address of sql, which must therefore
  * be a string that lives as long as the store (a literal or a static table entry). The

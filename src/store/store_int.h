@@ -41,7 +41,7 @@ struct jk_conn_base {
 
 struct jk_store {
     const struct jk_backend *be;
-    char *target;          /* file path (SQLite) or connection string (PostgreSQL) */
+    char *target;           /* file path (SQLite) or connection string (PostgreSQL) */
     pthread_key_t conn_key; /* the calling thread's connection */
     pthread_mutex_t conns_lock;
     struct jk_conn_base *conns;

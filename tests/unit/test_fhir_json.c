@@ -73,8 +73,10 @@ static void depth_and_array_limits_hold(void **state)
     deep[n++] = '{';
     memcpy(deep + n, "\"a\":", 4);
     n += 4;
-    for (size_t i = 0; i < depth; i++) deep[n++] = '[';
-    for (size_t i = 0; i < depth; i++) deep[n++] = ']';
+    for (size_t i = 0; i < depth; i++)
+        deep[n++] = '[';
+    for (size_t i = 0; i < depth; i++)
+        deep[n++] = ']';
     deep[n++] = '}';
     refuses(deep, n, JK_EINVAL, "deeper than 64");
     free(deep);

@@ -96,7 +96,8 @@ static const char chinese_patient[] =
     "\"meta\":{\"versionId\":\"1\",\"lastUpdated\":\"2024-03-01T08:30:00+08:00\"},"
     "\"text\":{\"status\":\"generated\",\"div\":\"<div xmlns=\\\"http://www.w3.org/1999/xhtml\\\">"
     "王小明 𠀀</div>\"},"
-    "\"identifier\":[{\"system\":\"urn:oid:1.2.156.112604.1.2.1\",\"value\":\"110101199003071234\"}],"
+    "\"identifier\":[{\"system\":\"urn:oid:1.2.156.112604.1.2.1\",\"value\":\"110101199003071234\"}"
+    "],"
     "\"active\":true,"
     "\"name\":[{\"use\":\"official\",\"text\":\"王小明\",\"family\":\"王\",\"given\":[\"小明\"]}],"
     "\"telecom\":[{\"system\":\"phone\",\"value\":\"+86 138 0013 8000\",\"use\":\"mobile\"}],"
@@ -115,8 +116,9 @@ static void test_chinese_patient_is_valid(void **state)
 static void test_unknown_element_is_named_with_its_path(void **state)
 {
     (void)state;
-    expect_issue("{\"resourceType\":\"Patient\",\"name\":[{\"family\":\"王\",\"nickname\":\"明\"}]}",
-                 "structure", "Patient.name[0].nickname", "unknown element 'nickname'");
+    expect_issue(
+        "{\"resourceType\":\"Patient\",\"name\":[{\"family\":\"王\",\"nickname\":\"明\"}]}",
+        "structure", "Patient.name[0].nickname", "unknown element 'nickname'");
     expect_issue("{\"resourceType\":\"Patient\",\"birthdate\":\"1990-01-01\"}", "structure",
                  "Patient.birthdate", "birthdate");
 }
@@ -124,9 +126,9 @@ static void test_unknown_element_is_named_with_its_path(void **state)
 static void test_bad_birth_date(void **state)
 {
     (void)state;
-    expect_issue("{\"resourceType\":\"Patient\",\"birthDate\":\"1990-13-01\"}", "value",
-                 "Patient.birthDate",
-                 "birthDate '1990-13-01' is not a valid date (expected YYYY, YYYY-MM or YYYY-MM-DD)");
+    expect_issue(
+        "{\"resourceType\":\"Patient\",\"birthDate\":\"1990-13-01\"}", "value", "Patient.birthDate",
+        "birthDate '1990-13-01' is not a valid date (expected YYYY, YYYY-MM or YYYY-MM-DD)");
     expect_issue("{\"resourceType\":\"Patient\",\"birthDate\":\"1990-01-01T10:00:00Z\"}", "value",
                  "Patient.birthDate", "not a valid date");
     expect_issue("{\"resourceType\":\"Patient\",\"birthDate\":19900101}", "value",
@@ -151,8 +153,8 @@ static void test_observation_status_binding(void **state)
 {
     (void)state;
     char buf[512];
-    static const char *const good[] = {"registered", "preliminary", "final",
-                                       "amended",    "corrected",   "cancelled",
+    static const char *const good[] = {"registered",       "preliminary", "final",
+                                       "amended",          "corrected",   "cancelled",
                                        "entered-in-error", "unknown"};
     for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
         snprintf(buf, sizeof buf, "%s\"status\":\"%s\"}", obs_head, good[i]);
@@ -217,12 +219,11 @@ static void test_choice_types(void **state)
              "\"system\":\"http://unitsofmeasure.org\",\"code\":\"Cel\"}}",
              obs_head);
     expect_valid(buf);
-    snprintf(buf, sizeof buf,
-             "%s\"status\":\"final\",\"valueCoding\":{\"code\":\"x\"}}", obs_head);
+    snprintf(buf, sizeof buf, "%s\"status\":\"final\",\"valueCoding\":{\"code\":\"x\"}}", obs_head);
     expect_issue(buf, "structure", "Observation.valueCoding",
                  "value[x] does not allow type 'Coding'");
-    snprintf(buf, sizeof buf,
-             "%s\"status\":\"final\",\"effectiveString\":\"yesterday\"}", obs_head);
+    snprintf(buf, sizeof buf, "%s\"status\":\"final\",\"effectiveString\":\"yesterday\"}",
+             obs_head);
     expect_issue(buf, "structure", "Observation.effectiveString", "effective[x]");
     snprintf(buf, sizeof buf,
              "%s\"status\":\"final\",\"valueQuantity\":{\"value\":1},\"valueString\":\"1\"}",
@@ -245,7 +246,7 @@ static void test_reference_format(void **state)
         "urn:oid:1.2.156.1",
     };
     static const char *const bad[] = {
-        "Patient/12 3",      "Patinet/1", "Patient", "Patient/1/history/2",
+        "Patient/12 3",      "Patinet/1",    "Patient",  "Patient/1/history/2",
         "Patient?name=wang", "urn:uuid:xyz", "#nowhere", "ftp://x/Patient/1",
         "Patient/a_b",
     };
@@ -362,8 +363,8 @@ static void test_primitive_extension_form(void **state)
     expect_issue("{\"resourceType\":\"Patient\",\"name\":[{\"given\":[\"a\",\"b\"],\"_given\":"
                  "[null]}]}",
                  "structure", "Patient.name[0].given", "aligned");
-    expect_issue("{\"resourceType\":\"Patient\",\"name\":[{\"given\":[\"a\",null]}]}",
-                 "structure", "Patient.name[0].given[1]", "null");
+    expect_issue("{\"resourceType\":\"Patient\",\"name\":[{\"given\":[\"a\",null]}]}", "structure",
+                 "Patient.name[0].given[1]", "null");
     expect_issue("{\"resourceType\":\"Patient\",\"_name\":[{\"id\":\"x\"}]}", "structure",
                  "Patient._name", "only for primitive");
     expect_issue("{\"resourceType\":\"Patient\",\"_birthDate\":\"x\"}", "structure",
@@ -463,6 +464,167 @@ static void test_model_lookups(void **state)
         assert_non_null(jk_fhir_type_regex(t));
     }
     assert_true(n_rx >= 10);
+}
+
+/* Strings collected from JSON, for comparing the generated DFAs with regexec. */
+struct corpus {
+    char **s;
+    size_t n, cap;
+};
+
+static void corpus_add(struct corpus *c, const char *s, size_t n)
+{
+    if (c->n == c->cap) {
+        c->cap = c->cap ? c->cap * 2 : 1024;
+        c->s = realloc(c->s, c->cap * sizeof *c->s);
+        assert_non_null(c->s);
+    }
+    c->s[c->n] = malloc(n + 1);
+    assert_non_null(c->s[c->n]);
+    memcpy(c->s[c->n], s, n);
+    c->s[c->n][n] = '\0';
+    c->n++;
+}
+
+/* Adds s and near misses of it: every prefix (which walks the DFA through its states), s
+ * padded with a space, and s with its middle character changed. */
+static void corpus_add_variants(struct corpus *c, const char *s)
+{
+    size_t n = strlen(s);
+    char buf[256];
+    if (n == 0 || n + 2 > sizeof buf) return;
+    for (size_t k = n > 40 ? n - 1 : 1; k <= n; k++)
+        corpus_add(c, s, k);
+    snprintf(buf, sizeof buf, "%s ", s);
+    corpus_add(c, buf, n + 1);
+    memcpy(buf, s, n + 1);
+    buf[n / 2] = buf[n / 2] == '1' ? 'x' : '1';
+    corpus_add(c, buf, n);
+}
+
+static void corpus_walk(struct corpus *c, struct json_object *o, size_t max)
+{
+    if (c->n >= max) return;
+    switch (json_object_get_type(o)) {
+    case json_type_string: corpus_add_variants(c, json_object_get_string(o)); break;
+    case json_type_double: corpus_add_variants(c, json_object_get_string(o)); break;
+    case json_type_array:
+        for (size_t i = 0; i < json_object_array_length(o); i++)
+            corpus_walk(c, json_object_array_get_idx(o, i), max);
+        break;
+    case json_type_object: {
+        json_object_object_foreach(o, key, val)
+        {
+            (void)key;
+            corpus_walk(c, val, max);
+        }
+        break;
+    }
+    default: break;
+    }
+}
+
+static struct json_object *parse_file(const char *path);
+
+/* The DFAs the generator compiled from the StructureDefinition regexes accept exactly what
+ * regcomp/regexec accept, on tricky strings and on values from the official examples. */
+static void test_dfa_matches_posix_regex(void **state)
+{
+    (void)state;
+    static const char *const tricky[] = {
+        "",
+        " ",
+        "a",
+        "1",
+        "0",
+        "-0",
+        "01",
+        "1.",
+        ".5",
+        "1.50",
+        "1e5",
+        "1E-5",
+        "1e",
+        "+1",
+        "-",
+        "1.5.0",
+        "NaN",
+        "2024",
+        "0000",
+        "0001",
+        "1000",
+        "2024-02-30",
+        "2024-13-01",
+        "2024-1-01",
+        "2024-02",
+        "2024-12-31T23:59:60Z",
+        "2024-12-31T24:00:00Z",
+        "2024-01-01T10:00:00+14:00",
+        "2024-01-01T10:00:00+14:01",
+        "2024-01-01T10:00:00.123-03:30",
+        "2024-01-01T10:00",
+        "10:00:00",
+        "10:00",
+        "23:59:59.9999",
+        "a b",
+        "a  b",
+        " a",
+        "a ",
+        "a\tb",
+        "a\nb",
+        "urn:oid:1.2.3",
+        "urn:oid:1.02",
+        "urn:oid:3.1",
+        "urn:uuid:04121321-4af5-424c-a0e1-ed3aab1c349d",
+        "urn:uuid:04121321-4AF5-424c-a0e1-ed3aab1c349d",
+        "QUJD",
+        "QUJ",
+        "QU JD",
+        "QUJD\nRUZH",
+        "http://x/y",
+        "http://x /y",
+        "true",
+        "false",
+        "王小明",
+        "\xf0\xa0\x80\x80",
+        "abcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghij1234",
+        "abcdefghijabcdefghijabcdefghijabcdefghijabcdefghijabcdefghij12345",
+    };
+    struct corpus c = {0};
+    for (size_t i = 0; i < sizeof tricky / sizeof tricky[0]; i++)
+        corpus_add_variants(&c, tricky[i]);
+    corpus_add(&c, "", 0);
+    static const char *const files[] = {"Patient-example.json",       "Observation-example.json",
+                                        "Bundle-bundle-example.json", "Binary-example.json",
+                                        "ImagingStudy-example.json",  "Questionnaire-f201.json"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", EXAMPLES_DIR, files[i]);
+        struct json_object *o = parse_file(path);
+        if (!o) continue;
+        corpus_walk(&c, o, 20000);
+        json_object_put(o);
+    }
+    size_t n_checked = 0;
+    for (uint16_t k = 0; k < jk_fhir_n_types(); k++) {
+        const struct jk_fhir_type *t = jk_fhir_type_at(k);
+        const regex_t *rx = jk_fhir_type_regex(t);
+        if (!jk_fhir_type_regex_text(t)) continue;
+        assert_non_null(rx);
+        for (size_t i = 0; i < c.n; i++) {
+            int posix = regexec(rx, c.s[i], 0, NULL, 0) == 0;
+            int dfa = jk_fhir_type_match(t, c.s[i], strlen(c.s[i]));
+            if (posix != dfa)
+                print_message("%s: '%s' regexec %d, DFA %d\n", jk_fhir_str(t->name), c.s[i], posix,
+                              dfa);
+            assert_int_equal(posix, dfa);
+            n_checked++;
+        }
+    }
+    for (size_t i = 0; i < c.n; i++)
+        free(c.s[i]);
+    free(c.s);
+    assert_true(n_checked > 1000);
 }
 
 /* Several threads validating at once get the same answers as one thread. */
@@ -604,6 +766,7 @@ int main(void)
         cmocka_unit_test(test_integers_and_strings),
         cmocka_unit_test(test_resource_type),
         cmocka_unit_test(test_model_lookups),
+        cmocka_unit_test(test_dfa_matches_posix_regex),
         cmocka_unit_test(test_concurrent_validation),
         cmocka_unit_test(test_official_examples),
     };
