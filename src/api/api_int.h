@@ -16,6 +16,9 @@ jk_rc jk_api_send_buf(struct jk_http_req *rq, int status, struct jk_buf *b);
 /* Appends rq's diagnostics as an OperationOutcome; severity NULL picks error or fatal. */
 jk_rc jk_api_outcome_text(struct jk_http_req *rq, const char *severity, struct jk_buf *b);
 
+/* JK_EMEDIA unless _format is absent or names JSON. */
+jk_rc jk_api_check_format(struct jk_http_req *rq);
+
 /* Handlers. */
 jk_rc jk_api_healthz(struct jk_http_req *rq);
 jk_rc jk_api_metrics(struct jk_http_req *rq);

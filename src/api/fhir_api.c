@@ -15,7 +15,7 @@
 #define HISTORY_MAX_COUNT     1000
 
 /* _format must name JSON: this server speaks FHIR JSON only. */
-static jk_rc check_format(struct jk_http_req *rq)
+jk_rc jk_api_check_format(struct jk_http_req *rq)
 {
     const char *f = jk_http_query_get(rq, "_format");
     if (!f || !strcmp(f, "json") || !strncmp(f, "application/fhir+json", 21) ||
@@ -69,7 +69,7 @@ static jk_rc read_common(struct jk_http_req *rq, int is_vread)
 {
     const char *type = jk_http_param(rq, "type"), *id = jk_http_param(rq, "id");
     jk_rc rc;
-    if ((rc = check_format(rq)) || (rc = check_type(rq, type)) || (rc = check_id(rq, id)))
+    if ((rc = jk_api_check_format(rq)) || (rc = check_type(rq, type)) || (rc = check_id(rq, id)))
         return rc;
     int64_t vid = 0;
     if (is_vread) {
@@ -179,16 +179,17 @@ static jk_rc parse_resource(struct jk_http_req *rq, const char *type, struct jso
     struct jk_app *app = jk_api_app(rq);
     jk_rc rc;
     *out = NULL;
-    if ((rc = check_format(rq)) || (rc = check_type(rq, type)) || (rc = check_content_type(rq)))
+    if ((rc = jk_api_check_format(rq)) || (rc = check_type(rq, type)) ||
+        (rc = check_content_type(rq)))
         return rc;
     struct json_object *res;
     if ((rc = jk_json_parse(rq->body, rq->body_len, &app->json_limits, &rq->diag, &res))) return rc;
     const char *rt = jk_json_str(res, "resourceType");
     if (!rt || strcmp(rt, type)) {
-        json_object_put(res);
-        return jk_diag_add(&rq->diag, JK_EINVAL, "invalid", "resourceType",
-                           "resourceType is '%s' but the URL is for %s", rt ? rt : "(missing)",
-                           type);
+        rc = jk_diag_add(&rq->diag, JK_EINVAL, "invalid", "resourceType",
+                         "resourceType is '%s' but the URL is for %s", rt ? rt : "(missing)", type);
+        json_object_put(res); /* after the message: rt points into res */
+        return rc;
     }
     struct json_object *entries;
     if (!strcmp(type, "Bundle") && json_object_object_get_ex(res, "entry", &entries) &&
@@ -281,9 +282,9 @@ static jk_rc update_common(struct jk_http_req *rq, int is_conditional)
     if (!job) {
         rc = JK_ENOMEM;
     } else if (!is_conditional && !body_id) {
-        rc = jk_diag_add(&rq->diag, JK_EINVAL, "required", type,
-                         "the resource has no id; an update must carry the id of the URL ('%s')",
-                         id);
+        rc = jk_diag_add(
+            &rq->diag, JK_EINVAL, "required", jk_arena_printf(rq->arena, "%s.id", type),
+            "the resource has no id; an update must carry the id of the URL ('%s')", id);
     } else if (!is_conditional && strcmp(body_id, id)) {
         rc = jk_diag_add(&rq->diag, JK_EINVAL, "invalid", "id",
                          "the resource id '%s' differs from the id in the URL ('%s')", body_id, id);
@@ -371,7 +372,7 @@ jk_rc jk_api_fhir_history(struct jk_http_req *rq)
     struct jk_app *app = jk_api_app(rq);
     const char *type = jk_http_param(rq, "type"), *id = jk_http_param(rq, "id");
     jk_rc rc;
-    if ((rc = check_format(rq))) return rc;
+    if ((rc = jk_api_check_format(rq))) return rc;
     if (type && (rc = check_type(rq, type))) return rc;
     if (id && (rc = check_id(rq, id))) return rc;
     const char *count_s = jk_http_query_get(rq, "_count");

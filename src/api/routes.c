@@ -57,10 +57,12 @@ jk_rc jk_api_metrics(struct jk_http_req *rq)
 /* The CapabilityStatement lists exactly the interactions the routes above implement. */
 jk_rc jk_api_fhir_metadata(struct jk_http_req *rq)
 {
+    jk_rc rc = jk_api_check_format(rq);
+    if (rc) return rc;
     char now[40];
     struct jk_buf b;
     jk_buf_init(&b, 0);
-    jk_rc rc = jk_buf_printf(
+    rc = jk_buf_printf(
         &b,
         "{\"resourceType\":\"CapabilityStatement\",\"status\":\"active\",\"date\":\"%.10s\","
         "\"publisher\":\"Jiankang\",\"kind\":\"instance\","

@@ -24,24 +24,56 @@ static size_t count_members(struct json_object *o, size_t max_array, size_t *too
     return n;
 }
 
-/* Name separators outside strings: one per object member in the text. json-c keeps only the
- * last of duplicate keys, so fewer members in the tree than here means a duplicate. The text
- * has already been accepted by the parser, so strings and escapes are well formed. */
-static size_t count_name_separators(const char *p, size_t n)
+/* The value of the four hex digits at p, or -1. */
+static int hex4(const char *p, const char *end)
+{
+    int v = 0;
+    if (end - p < 4) return -1;
+    for (int i = 0; i < 4; i++) {
+        char c = p[i];
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (d < 0) return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* One pass over text the parser has already accepted (so strings and escapes are well
+ * formed), for what json-c lets through:
+ * - name separators outside strings, one per object member: json-c keeps only the last of
+ *   duplicate keys, so fewer members in the tree than separators means a duplicate;
+ * - \u escapes of UTF-16 surrogates that do not form a pair, which json-c would silently
+ *   replace with U+FFFD. Returns the separator count, or (size_t)-1 for a lone surrogate. */
+static size_t scan_text(const char *p, size_t n)
 {
     size_t count = 0;
     int in_string = 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = p[i];
-        if (in_string) {
-            if (c == '\\')
-                i++;
-            else if (c == '"')
-                in_string = 0;
-        } else if (c == '"') {
-            in_string = 1;
-        } else if (c == ':') {
-            count++;
+    const char *end = p + n;
+    for (const char *q = p; q < end; q++) {
+        if (!in_string) {
+            if (*q == '"')
+                in_string = 1;
+            else if (*q == ':')
+                count++;
+            continue;
+        }
+        if (*q == '"') {
+            in_string = 0;
+        } else if (*q == '\\') {
+            q++;
+            if (q < end && *q == 'u') {
+                int u = hex4(q + 1, end);
+                if (u >= 0xDC00 && u <= 0xDFFF) return (size_t)-1;
+                if (u >= 0xD800 && u <= 0xDBFF) {
+                    int lo = (end - q > 6 && q[5] == '\\' && q[6] == 'u') ? hex4(q + 7, end) : -1;
+                    if (lo < 0xDC00 || lo > 0xDFFF) return (size_t)-1;
+                    q += 6;
+                }
+                q += 4;
+            }
         }
     }
     return count;
@@ -55,6 +87,8 @@ jk_rc jk_json_parse(const char *p, size_t n, const struct jk_json_limits *lim, s
     if (memchr(p, '\0', n))
         return jk_diag_add(d, JK_EINVAL, "structure", NULL,
                            "the body contains a NUL byte, which JSON text cannot contain");
+    if (n > 0x7fffffff)
+        return jk_diag_add(d, JK_ETOOBIG, "too-long", NULL, "the body is too large");
     struct json_tokener *tok = json_tokener_new_ex(lim->max_depth);
     if (!tok) return JK_ENOMEM;
     json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
@@ -62,8 +96,6 @@ jk_rc jk_json_parse(const char *p, size_t n, const struct jk_json_limits *lim, s
     enum json_tokener_error err = json_tokener_get_error(tok);
     size_t offset = json_tokener_get_parse_end(tok);
     json_tokener_free(tok);
-    if (n > 0x7fffffff)
-        return jk_diag_add(d, JK_ETOOBIG, "too-long", NULL, "the body is too large");
     if (err == json_tokener_continue)
         return jk_diag_add(d, JK_EINVAL, "structure", NULL,
                            "the JSON text ends before it is complete");
@@ -96,7 +128,14 @@ jk_rc jk_json_parse(const char *p, size_t n, const struct jk_json_limits *lim, s
         return jk_diag_add(d, JK_ETOOBIG, "too-costly", NULL,
                            "an array has %zu elements; the limit is %zu", too_long, lim->max_array);
     }
-    if (members != count_name_separators(p, offset)) {
+    size_t separators = scan_text(p, offset);
+    if (separators == (size_t)-1) {
+        json_object_put(obj);
+        return jk_diag_add(d, JK_EINVAL, "structure", NULL,
+                           "a string contains a \\u escape of a lone UTF-16 surrogate, which is "
+                           "not a character");
+    }
+    if (members != separators) {
         json_object_put(obj);
         return jk_diag_add(d, JK_EINVAL, "structure", NULL,
                            "an object has the same property name twice");

@@ -15,7 +15,8 @@
 int jk_fhir_id_ok(const char *s)
 {
     size_t n = strlen(s);
-    if (n == 0 || n > 64) return 0;
+    /* "." and ".." match the id pattern but are path segments no URL can address. */
+    if (n == 0 || n > 64 || !strcmp(s, ".") || !strcmp(s, "..")) return 0;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
         if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
@@ -140,9 +141,9 @@ static const char *members_text(struct jk_arena *a, struct json_object *obj,
     return text + 1;
 }
 
-/* Token index values of res: its identifiers. */
-static jk_rc tokens_of(struct jk_arena *a, struct json_object *res, struct jk_token **out,
-                       size_t *n)
+/* Search index rows of res: its identifiers (full extraction comes with search). */
+static jk_rc index_rows(struct jk_arena *a, struct json_object *res, struct jk_idx_row **out,
+                        size_t *n)
 {
     struct json_object *ids;
     *out = NULL;
@@ -151,13 +152,16 @@ static jk_rc tokens_of(struct jk_arena *a, struct json_object *res, struct jk_to
         !json_object_is_type(ids, json_type_array))
         return JK_OK;
     size_t len = json_object_array_length(ids);
-    struct jk_token *t = jk_arena_alloc(a, (len ? len : 1) * sizeof *t);
+    struct jk_idx_row *t = jk_arena_zalloc(a, (len ? len : 1) * sizeof *t);
     if (!t) return JK_ENOMEM;
     for (size_t i = 0; i < len; i++) {
         struct json_object *ident = json_object_array_get_idx(ids, i);
         const char *value = jk_json_str(ident, "value");
         if (!value) continue;
-        t[*n] = (struct jk_token){"identifier", jk_json_str(ident, "system"), value};
+        t[*n].kind = JK_IDX_TOKEN;
+        t[*n].param = "identifier";
+        t[*n].s1 = jk_json_str(ident, "system");
+        t[*n].s2 = value;
         (*n)++;
     }
     *out = t;
@@ -174,7 +178,7 @@ jk_rc jk_fhir_write_prepare(struct jk_fhir_write *w)
     w->meta_rest = members_text(w->arena, meta, stamped, 2, &w->meta_rest_len);
     w->rest = members_text(w->arena, w->res, top, 3, &w->rest_len);
     if (!w->meta_rest || !w->rest) return JK_ENOMEM;
-    return tokens_of(w->arena, w->res, &w->tokens, &w->n_tokens);
+    return index_rows(w->arena, w->res, &w->rows, &w->n_rows);
 }
 
 /* The stored text: resourceType, id and meta first (readers find them at once), then the
@@ -207,10 +211,9 @@ static jk_rc put_version(jk_conn *c, struct jk_fhir_write *w, const char *id, in
     r->method = w->kind == JK_FHIR_CREATE ? "POST" : w->kind == JK_FHIR_UPDATE ? "PUT" : "DELETE";
     if (!r->is_deleted && !(r->body = render(w, id, version, now, &r->body_len))) return JK_ENOMEM;
     jk_rc rc = jk_res_insert(c, r);
-    /* A new resource has no index rows to replace. */
-    if (!rc && (version > 1 || r->is_deleted || w->n_tokens))
-        rc = jk_res_index_tokens(c, w->type, id, r->is_deleted ? NULL : w->tokens,
-                                 r->is_deleted ? 0 : w->n_tokens);
+    if (!rc)
+        rc = jk_res_index(c, w->type, id, r->is_deleted ? NULL : w->rows,
+                          r->is_deleted ? 0 : w->n_rows, version == 1);
     if (rc == JK_ECONFLICT)
         jk_diag_add(w->diag, JK_ECONFLICT, "conflict", NULL,
                     "%s/%s was changed by someone else at the same time; read it and try again",

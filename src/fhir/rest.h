@@ -43,8 +43,8 @@ struct jk_fhir_write {
     /* filled by jk_fhir_write_prepare, outside the transaction */
     const char *meta_rest, *rest; /* JSON members after the stamped ones */
     size_t meta_rest_len, rest_len;
-    struct jk_token *tokens; /* index values */
-    size_t n_tokens;
+    struct jk_idx_row *rows; /* search index values */
+    size_t n_rows;
     /* out */
     struct jk_res out; /* the version written, or the one matched by a conditional create */
     int status;        /* 200, 201 or 204 */

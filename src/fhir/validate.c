@@ -1020,7 +1020,8 @@ static void validate_object(struct fv *v, const struct jk_fhir_node *node, struc
             validate_element(v, obj, e, val);
         path_pop(v, mark);
     }
-    if (n_props == 0 && !full(v))
+    /* ele-1 is about elements; a resource with nothing but its type is valid. */
+    if (n_props == 0 && !is_resource && !full(v))
         issue(v, "structure", "empty object: an element must have a value or children (ele-1)");
     uint64_t need = node->n_required >= 64 ? ~(uint64_t)0 : (((uint64_t)1 << node->n_required) - 1);
     uint64_t missing = need & ~seen;

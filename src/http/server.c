@@ -373,6 +373,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         __atomic_add_fetch(&srv->n_active, 1, __ATOMIC_RELAXED);
         *con_cls = r;
         check_limits(r);
+        if (r->early_rc) { /* answer now; the library closes instead of reading the body */
+            fail(r, r->early_rc);
+            if (r->early_status) r->status = r->early_status;
+            return queue(r);
+        }
         return MHD_YES;
     }
     if (*upload_data_size) {
@@ -444,6 +449,17 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     __atomic_sub_fetch(&srv->n_active, 1, __ATOMIC_RELAXED);
 }
 
+/* Percent-decoding of paths and query arguments. A decoded NUL would silently cut a value
+ * short (an id "a%00b" would name resource "a"), so text holding %00 is left undecoded and
+ * fails validation later like any other bad character. */
+static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+    (void)cls;
+    (void)conn;
+    if (strstr(s, "%00")) return strlen(s);
+    return MHD_http_unescape(s);
+}
+
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
@@ -470,7 +486,7 @@ jk_rc jk_http_start(const struct jk_http_config *cfg, struct jk_http_server **ou
     struct sockaddr_in6 sa6;
     struct sockaddr *sa;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
-                     MHD_USE_ERROR_LOG;
+                     MHD_USE_TURBO | MHD_USE_ERROR_LOG;
     memset(&sa4, 0, sizeof sa4);
     memset(&sa6, 0, sizeof sa6);
     if (inet_pton(AF_INET, cfg->listen_addr, &sa4.sin_addr) == 1) {
@@ -489,7 +505,8 @@ jk_rc jk_http_start(const struct jk_http_config *cfg, struct jk_http_server **ou
         return JK_EINVAL;
     }
     srv->daemon = MHD_start_daemon(
-        flags, cfg->port, NULL, NULL, on_request, srv, MHD_OPTION_SOCK_ADDR, sa,
+        flags, cfg->port, NULL, NULL, on_request, srv, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+        MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_SOCK_ADDR, sa,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(cfg->n_threads ? cfg->n_threads : 2),
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)4096, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 * 1024), MHD_OPTION_LISTEN_BACKLOG_SIZE,

@@ -481,6 +481,18 @@ static jk_rc pg_int_arg(jk_stmt *js, int i, int64_t v)
     return JK_OK;
 }
 
+static jk_rc pg_double_arg(jk_stmt *js, int i, double v)
+{
+    struct pg_stmt *s = param_slot(js, i);
+    if (!s) return JK_EDB;
+    int k = i - 1;
+    snprintf(s->nums[k], sizeof s->nums[k], "%.17g", v); /* exact round trip */
+    s->values[k] = s->nums[k];
+    s->lengths[k] = 0;
+    s->formats[k] = 0;
+    return JK_OK;
+}
+
 static jk_rc pg_null_arg(jk_stmt *js, int i)
 {
     struct pg_stmt *s = param_slot(js, i);
@@ -540,6 +552,12 @@ static int64_t pg_col_int(jk_stmt *js, int i)
     if (v[0] == 't' && !v[1]) return 1; /* boolean */
     if (v[0] == 'f' && !v[1]) return 0;
     return strtoll(v, NULL, 10);
+}
+
+static double pg_col_double(jk_stmt *js, int i)
+{
+    struct pg_stmt *s = (struct pg_stmt *)js;
+    return has_value(s, i) ? strtod(PQgetvalue(s->res, s->row, i), NULL) : 0;
 }
 
 static int pg_col_is_null(jk_stmt *js, int i)
@@ -642,10 +660,12 @@ const struct jk_backend jk_pg_backend = {
     .exec = pg_exec,
     .text_arg = pg_text_arg,
     .int_arg = pg_int_arg,
+    .double_arg = pg_double_arg,
     .null_arg = pg_null_arg,
     .step = pg_step,
     .col_text = pg_col_text,
     .col_int = pg_col_int,
+    .col_double = pg_col_double,
     .col_is_null = pg_col_is_null,
     .changes = pg_changes,
     .reset = pg_reset,

@@ -14,11 +14,39 @@ static const char sql_vread[] = "SELECT " RES_COLS " FROM resource_version"
 static const char sql_current[] = "SELECT version, deleted FROM resource_version"
                                   " WHERE type = ? AND id = ? ORDER BY version DESC LIMIT 1";
 static const char sql_insert[] =
-    "INSERT INTO resource_version (type, id, version, last_updated, deleted, method, body)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)";
-static const char sql_tok_delete[] = "DELETE FROM idx_token WHERE type = ? AND id = ?";
-static const char sql_tok_insert[] =
-    "INSERT INTO idx_token (type, id, param, system, code) VALUES (?, ?, ?, ?, ?)";
+    "INSERT INTO resource_version (type, id, version, last_updated, deleted, method, body,"
+    " is_current) VALUES (?, ?, ?, ?, ?, ?, ?, 1)";
+static const char sql_not_current[] = "UPDATE resource_version SET is_current = 0"
+                                      " WHERE type = ? AND id = ? AND is_current = 1";
+
+/* Per kind: the statement that deletes a resource's rows and the one that inserts a row. */
+static const struct {
+    const char *del, *ins;
+} idx_sql[] = {
+    [JK_IDX_STRING] = {"DELETE FROM idx_string WHERE type = ? AND id = ?",
+                       "INSERT INTO idx_string (type, id, param, norm, exact)"
+                       " VALUES (?, ?, ?, ?, ?)"},
+    [JK_IDX_TOKEN] = {"DELETE FROM idx_token WHERE type = ? AND id = ?",
+                      "INSERT INTO idx_token (type, id, param, system, code, text)"
+                      " VALUES (?, ?, ?, ?, ?, ?)"},
+    [JK_IDX_DATE] = {"DELETE FROM idx_date WHERE type = ? AND id = ?",
+                     "INSERT INTO idx_date (type, id, param, lo, hi) VALUES (?, ?, ?, ?, ?)"},
+    [JK_IDX_NUMBER] = {"DELETE FROM idx_number WHERE type = ? AND id = ?",
+                       "INSERT INTO idx_number (type, id, param, lo, hi) VALUES (?, ?, ?, ?, ?)"},
+    [JK_IDX_QUANTITY] = {"DELETE FROM idx_quantity WHERE type = ? AND id = ?",
+                         "INSERT INTO idx_quantity (type, id, param, system, code, lo, hi)"
+                         " VALUES (?, ?, ?, ?, ?, ?, ?)"},
+    [JK_IDX_REFERENCE] = {"DELETE FROM idx_reference WHERE type = ? AND id = ?",
+                          "INSERT INTO idx_reference (type, id, param, target_type, target_id,"
+                          " url) VALUES (?, ?, ?, ?, ?, ?)"},
+    [JK_IDX_URI] = {"DELETE FROM idx_uri WHERE type = ? AND id = ?",
+                    "INSERT INTO idx_uri (type, id, param, value) VALUES (?, ?, ?, ?)"},
+    [JK_IDX_COMPOSITE] = {"DELETE FROM idx_composite WHERE type = ? AND id = ?",
+                          "INSERT INTO idx_composite (type, id, param, system1, code1, system2,"
+                          " code2, lo2, hi2, text2) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"},
+};
+
+#define N_IDX_KINDS (sizeof idx_sql / sizeof idx_sql[0])
 static const char sql_tok_find[] = "SELECT DISTINCT id FROM idx_token"
                                    " WHERE type = ? AND param = ? AND code = ? ORDER BY id";
 static const char sql_tok_find_sys[] =
@@ -112,8 +140,16 @@ jk_rc jk_res_insert(jk_conn *c, const struct jk_res *r)
 {
     jk_stmt *s;
     int has_row;
-    jk_rc rc = jk_conn_prepare(c, sql_insert, &s);
-    if (rc) return rc;
+    jk_rc rc;
+    if (r->version > 1) {
+        if ((rc = jk_conn_prepare(c, sql_not_current, &s))) return rc;
+        jk_stmt_text_arg(s, 1, r->type, strlen(r->type));
+        jk_stmt_text_arg(s, 2, r->id, strlen(r->id));
+        rc = jk_stmt_step(s, &has_row);
+        jk_stmt_reset(s);
+        if (rc) return rc;
+    }
+    if ((rc = jk_conn_prepare(c, sql_insert, &s))) return rc;
     jk_stmt_text_arg(s, 1, r->type, strlen(r->type));
     jk_stmt_text_arg(s, 2, r->id, strlen(r->id));
     jk_stmt_int_arg(s, 3, r->version);
@@ -155,29 +191,82 @@ jk_rc jk_res_history(jk_conn *c, struct jk_arena *a, const char *type, const cha
     return rc;
 }
 
-jk_rc jk_res_index_tokens(jk_conn *c, const char *type, const char *id,
-                          const struct jk_token *tokens, size_t n)
+static void text_arg(jk_stmt *s, int i, const char *v)
+{
+    jk_stmt_text_arg(s, i, v ? v : "", v ? strlen(v) : 0);
+}
+
+static jk_rc double_arg(jk_stmt *s, int i, double v)
+{
+    return jk_stmt_double_arg(s, i, v);
+}
+
+static jk_rc insert_row(jk_conn *c, const char *type, const char *id, const struct jk_idx_row *r)
 {
     jk_stmt *s;
     int has_row;
-    jk_rc rc = jk_conn_prepare(c, sql_tok_delete, &s);
+    if ((unsigned)r->kind >= N_IDX_KINDS) return JK_EINTERNAL;
+    jk_rc rc = jk_conn_prepare(c, idx_sql[r->kind].ins, &s);
     if (rc) return rc;
-    jk_stmt_text_arg(s, 1, type, strlen(type));
-    jk_stmt_text_arg(s, 2, id, strlen(id));
+    text_arg(s, 1, type);
+    text_arg(s, 2, id);
+    text_arg(s, 3, r->param);
+    switch (r->kind) {
+    case JK_IDX_STRING:
+        text_arg(s, 4, r->s1);
+        text_arg(s, 5, r->s2);
+        break;
+    case JK_IDX_TOKEN:
+    case JK_IDX_REFERENCE:
+        text_arg(s, 4, r->s1);
+        text_arg(s, 5, r->s2);
+        text_arg(s, 6, r->s3);
+        break;
+    case JK_IDX_DATE:
+        jk_stmt_int_arg(s, 4, r->lo_ms);
+        jk_stmt_int_arg(s, 5, r->hi_ms);
+        break;
+    case JK_IDX_NUMBER:
+        double_arg(s, 4, r->lo);
+        double_arg(s, 5, r->hi);
+        break;
+    case JK_IDX_QUANTITY:
+        text_arg(s, 4, r->s1);
+        text_arg(s, 5, r->s2);
+        double_arg(s, 6, r->lo);
+        double_arg(s, 7, r->hi);
+        break;
+    case JK_IDX_URI: text_arg(s, 4, r->s1); break;
+    case JK_IDX_COMPOSITE:
+        text_arg(s, 4, r->s1);
+        text_arg(s, 5, r->s2);
+        text_arg(s, 6, r->s3);
+        text_arg(s, 7, r->s4);
+        double_arg(s, 8, r->lo);
+        double_arg(s, 9, r->hi);
+        text_arg(s, 10, r->s5);
+        break;
+    }
     rc = jk_stmt_step(s, &has_row);
     jk_stmt_reset(s);
-    for (size_t i = 0; i < n && !rc; i++) {
-        if ((rc = jk_conn_prepare(c, sql_tok_insert, &s))) break;
-        const struct jk_token *t = &tokens[i];
-        const char *sys = t->system ? t->system : "";
-        jk_stmt_text_arg(s, 1, type, strlen(type));
-        jk_stmt_text_arg(s, 2, id, strlen(id));
-        jk_stmt_text_arg(s, 3, t->param, strlen(t->param));
-        jk_stmt_text_arg(s, 4, sys, strlen(sys));
-        jk_stmt_text_arg(s, 5, t->code, strlen(t->code));
+    return rc;
+}
+
+jk_rc jk_res_index(jk_conn *c, const char *type, const char *id, const struct jk_idx_row *rows,
+                   size_t n, int is_new)
+{
+    jk_rc rc = JK_OK;
+    jk_stmt *s;
+    int has_row;
+    for (size_t k = 0; k < N_IDX_KINDS && !is_new && !rc; k++) {
+        if ((rc = jk_conn_prepare(c, idx_sql[k].del, &s))) break;
+        text_arg(s, 1, type);
+        text_arg(s, 2, id);
         rc = jk_stmt_step(s, &has_row);
         jk_stmt_reset(s);
     }
+    for (size_t i = 0; i < n && !rc; i++)
+        rc = insert_row(c, type, id, &rows[i]);
     return rc;
 }
 

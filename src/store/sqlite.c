@@ -44,8 +44,16 @@ struct sq_writer {
 
 static jk_rc sq_exec(jk_conn *c, const char *sql);
 
+static void sq_global_init(void)
+{
+    /* Memory statistics take a process-wide mutex on every allocation; we never read them. */
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 static jk_rc sq_conn_open(jk_store *st, jk_conn **out, char *err, size_t errlen)
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, sq_global_init);
     struct sq_conn *c = calloc(1, sizeof *c);
     if (!c) return JK_ENOMEM;
     int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
@@ -177,6 +185,11 @@ static jk_rc sq_int_arg(jk_stmt *js, int i, int64_t v)
     return bind_rc(sqlite3_bind_int64(((struct sq_stmt *)js)->st, i, v));
 }
 
+static jk_rc sq_double_arg(jk_stmt *js, int i, double v)
+{
+    return bind_rc(sqlite3_bind_double(((struct sq_stmt *)js)->st, i, v));
+}
+
 static jk_rc sq_null_arg(jk_stmt *js, int i)
 {
     return bind_rc(sqlite3_bind_null(((struct sq_stmt *)js)->st, i));
@@ -204,6 +217,11 @@ static const char *sq_col_text(jk_stmt *js, int i, size_t *len)
 static int64_t sq_col_int(jk_stmt *js, int i)
 {
     return sqlite3_column_int64(((struct sq_stmt *)js)->st, i);
+}
+
+static double sq_col_double(jk_stmt *js, int i)
+{
+    return sqlite3_column_double(((struct sq_stmt *)js)->st, i);
 }
 
 static int sq_col_is_null(jk_stmt *js, int i)
@@ -358,10 +376,12 @@ const struct jk_backend jk_sqlite_backend = {
     .exec = sq_exec,
     .text_arg = sq_text_arg,
     .int_arg = sq_int_arg,
+    .double_arg = sq_double_arg,
     .null_arg = sq_null_arg,
     .step = sq_step,
     .col_text = sq_col_text,
     .col_int = sq_col_int,
+    .col_double = sq_col_double,
     .col_is_null = sq_col_is_null,
     .changes = sq_changes,
     .reset = sq_reset,

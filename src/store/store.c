@@ -33,6 +33,45 @@ static const char *const migrations[] = {
     " code TEXT NOT NULL);"
     "CREATE INDEX idx_token_lookup ON idx_token (type, param, code, system);"
     "CREATE INDEX idx_token_res ON idx_token (type, id);",
+
+    /* 2: search indexes of every parameter type, and a flag on the current version */
+    "ALTER TABLE resource_version ADD COLUMN is_current INTEGER NOT NULL DEFAULT 0;"
+    "UPDATE resource_version SET is_current = 1 WHERE version = (SELECT MAX(r2.version)"
+    " FROM resource_version r2 WHERE r2.type = resource_version.type"
+    " AND r2.id = resource_version.id);"
+    "CREATE INDEX resource_version_current ON resource_version (type, is_current, last_updated);"
+    "ALTER TABLE idx_token ADD COLUMN text TEXT NOT NULL DEFAULT '';"
+    "CREATE TABLE idx_string (type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,"
+    " norm TEXT NOT NULL, exact TEXT NOT NULL);"
+    "CREATE INDEX idx_string_lookup ON idx_string (type, param, norm);"
+    "CREATE INDEX idx_string_res ON idx_string (type, id);"
+    "CREATE TABLE idx_date (type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,"
+    " lo BIGINT NOT NULL, hi BIGINT NOT NULL);"
+    "CREATE INDEX idx_date_lookup ON idx_date (type, param, lo);"
+    "CREATE INDEX idx_date_res ON idx_date (type, id);"
+    "CREATE TABLE idx_number (type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,"
+    " lo DOUBLE PRECISION NOT NULL, hi DOUBLE PRECISION NOT NULL);"
+    "CREATE INDEX idx_number_lookup ON idx_number (type, param, lo);"
+    "CREATE INDEX idx_number_res ON idx_number (type, id);"
+    "CREATE TABLE idx_quantity (type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,"
+    " system TEXT NOT NULL, code TEXT NOT NULL,"
+    " lo DOUBLE PRECISION NOT NULL, hi DOUBLE PRECISION NOT NULL);"
+    "CREATE INDEX idx_quantity_lookup ON idx_quantity (type, param, code, lo);"
+    "CREATE INDEX idx_quantity_res ON idx_quantity (type, id);"
+    "CREATE TABLE idx_reference (type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,"
+    " target_type TEXT NOT NULL, target_id TEXT NOT NULL, url TEXT NOT NULL);"
+    "CREATE INDEX idx_reference_lookup ON idx_reference (type, param, target_id, target_type);"
+    "CREATE INDEX idx_reference_target ON idx_reference (target_type, target_id);"
+    "CREATE INDEX idx_reference_res ON idx_reference (type, id);"
+    "CREATE TABLE idx_uri (type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,"
+    " value TEXT NOT NULL);"
+    "CREATE INDEX idx_uri_lookup ON idx_uri (type, param, value);"
+    "CREATE INDEX idx_uri_res ON idx_uri (type, id);"
+    "CREATE TABLE idx_composite (type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,"
+    " system1 TEXT NOT NULL, code1 TEXT NOT NULL, system2 TEXT NOT NULL, code2 TEXT NOT NULL,"
+    " lo2 DOUBLE PRECISION, hi2 DOUBLE PRECISION, text2 TEXT NOT NULL);"
+    "CREATE INDEX idx_composite_lookup ON idx_composite (type, param, code1);"
+    "CREATE INDEX idx_composite_res ON idx_composite (type, id);",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -285,6 +324,11 @@ jk_rc jk_stmt_int_arg(jk_stmt *s, int i, int64_t v)
     return be_of_stmt(s)->int_arg(s, i, v);
 }
 
+jk_rc jk_stmt_double_arg(jk_stmt *s, int i, double v)
+{
+    return be_of_stmt(s)->double_arg(s, i, v);
+}
+
 jk_rc jk_stmt_null_arg(jk_stmt *s, int i)
 {
     return be_of_stmt(s)->null_arg(s, i);
@@ -303,6 +347,11 @@ const char *jk_stmt_col_text(jk_stmt *s, int i, size_t *len)
 int64_t jk_stmt_col_int(jk_stmt *s, int i)
 {
     return be_of_stmt(s)->col_int(s, i);
+}
+
+double jk_stmt_col_double(jk_stmt *s, int i)
+{
+    return be_of_stmt(s)->col_double(s, i);
 }
 
 int jk_stmt_col_is_null(jk_stmt *s, int i)

@@ -63,6 +63,7 @@ jk_rc jk_conn_exec(jk_conn *c, const char *sql);
  * reset. */
 jk_rc jk_stmt_text_arg(jk_stmt *s, int i, const char *p, size_t n);
 jk_rc jk_stmt_int_arg(jk_stmt *s, int i, int64_t v);
+jk_rc jk_stmt_double_arg(jk_stmt *s, int i, double v);
 jk_rc jk_stmt_null_arg(jk_stmt *s, int i);
 
 /* Executes on the first call and moves to the next row on later calls. *has_row tells
@@ -72,6 +73,7 @@ jk_rc jk_stmt_step(jk_stmt *s, int *has_row);
 /* Column i (0-based) of the current row. Text is valid until the next step or reset. */
 const char *jk_stmt_col_text(jk_stmt *s, int i, size_t *len);
 int64_t jk_stmt_col_int(jk_stmt *s, int i);
+double jk_stmt_col_double(jk_stmt *s, int i);
 int jk_stmt_col_is_null(jk_stmt *s, int i);
 
 /* Number of rows the last INSERT/UPDATE/DELETE changed. */

@@ -23,10 +23,12 @@ struct jk_backend {
     jk_rc (*exec)(jk_conn *c, const char *sql);
     jk_rc (*text_arg)(jk_stmt *s, int i, const char *p, size_t n);
     jk_rc (*int_arg)(jk_stmt *s, int i, int64_t v);
+    jk_rc (*double_arg)(jk_stmt *s, int i, double v);
     jk_rc (*null_arg)(jk_stmt *s, int i);
     jk_rc (*step)(jk_stmt *s, int *has_row);
     const char *(*col_text)(jk_stmt *s, int i, size_t *len);
     int64_t (*col_int)(jk_stmt *s, int i);
+    double (*col_double)(jk_stmt *s, int i);
     int (*col_is_null)(jk_stmt *s, int i);
     int64_t (*changes)(jk_stmt *s);
     void (*reset)(jk_stmt *s);
