@@ -19,10 +19,13 @@ UNIT_SRC := $(sort $(wildcard tests/unit/test_*.c))
 OBJ      := $(LIB_SRC:%.c=build/rel/%.o)
 SAN_OBJ  := $(LIB_SRC:%.c=build/san/%.o)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=build/san/tests/%)
+FUZZ_SRC := $(sort $(wildcard fuzz/fuzz_*.c))
+FUZZ_NAMES := $(FUZZ_SRC:fuzz/fuzz_%.c=%)
+FUZZ_SECONDS ?= 60
 
 PORT ?= 8080
 
-.PHONY: all deps run test test-unit test-api test-pg check format bench clean
+.PHONY: all deps run test test-unit test-fuzz-replay test-api check format bench fuzz clean
 
 all: jiankang
 
@@ -52,6 +55,16 @@ build/san/tests/%: tests/unit/%.c build/san/libjk.a
 	@mkdir -p $(@D)
 	$(CC) $(WARN) $(SANFLAGS) $(CPPFLAGS) $(DEPCFLAGS) -Itests/unit -o $@ $^ $(DEPLIBS) -lcmocka
 
+# Each fuzz harness replayed over its seed corpus, under the sanitizers, without libFuzzer.
+build/san/fuzz/replay_%: fuzz/fuzz_%.c fuzz/replay.c build/san/libjk.a
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(SANFLAGS) $(CPPFLAGS) $(DEPCFLAGS) -o $@ $^ $(DEPLIBS)
+
+# Real fuzzing with clang's libFuzzer: make fuzz FUZZ_SECONDS=600
+build/fuzz/fuzz_%: fuzz/fuzz_%.c $(LIB_SRC)
+	@mkdir -p $(@D)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined $(CPPFLAGS) $(DEPCFLAGS) -o $@ $^ $(DEPLIBS)
+
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
@@ -68,8 +81,11 @@ test:
 	@$(MAKE) --no-print-directory node_modules/.package-lock.json
 	@$(MAKE) --no-print-directory test-unit test-api
 
-test-unit: $(UNIT_BIN)
+test-unit: $(UNIT_BIN) test-fuzz-replay
 	@tools/with-pg.sh tools/run-unit-tests.sh $(UNIT_BIN)
+
+test-fuzz-replay: $(FUZZ_NAMES:%=build/san/fuzz/replay_%)
+	@for n in $(FUZZ_NAMES); do build/san/fuzz/replay_$$n fuzz/corpus/$$n/* || exit 1; done
 
 test-api: build/jiankang-san node_modules/.package-lock.json
 	python3 tests/api/run.py --binary build/jiankang-san --backend sqlite
@@ -91,6 +107,11 @@ format:
 bench: jiankang
 	@tools/setup-deps.sh bench
 	bench/run.sh
+
+fuzz: $(FUZZ_NAMES:%=build/fuzz/fuzz_%)
+	@for n in $(FUZZ_NAMES); do mkdir -p build/fuzz/corpus-$$n && \
+	    build/fuzz/fuzz_$$n -max_total_time=$(FUZZ_SECONDS) -max_len=65536 \
+	        build/fuzz/corpus-$$n fuzz/corpus/$$n || exit 1; done
 
 clean:
 	rm -rf build jiankang
