@@ -510,8 +510,7 @@ jk_rc jk_http_start(const struct jk_http_config *cfg, struct jk_http_server **ou
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(cfg->n_threads ? cfg->n_threads : 2),
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)4096, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 * 1024), MHD_OPTION_LISTEN_BACKLOG_SIZE,
-        (unsigned)1024, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_EXTERNAL_LOGGER,
-        mhd_log, NULL, MHD_OPTION_END);
+        (unsigned)1024, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv, MHD_OPTION_END);
     if (!srv->daemon) {
         jk_log_error("http", "cannot listen on %s:%u", cfg->listen_addr, cfg->port);
         free(srv->metrics);
