@@ -100,6 +100,7 @@ check:
 	@if grep -rnE '\b(sprintf|vsprintf|strcpy|strcat|strncpy|strtok|atoi|atol|gets|sscanf)[[:space:]]*\(' src; then \
 	    echo "check: banned functions above (see docs/style.md)"; exit 1; fi
 	python3 tools/gen_fhir.py --check
+	python3 tools/gen_search.py --check
 
 format:
 	clang-format -i $$(find src tests/unit fuzz -name '*.[ch]' ! -name '*_gen.[ch]')

@@ -31,5 +31,38 @@ jk_rc jk_api_fhir_delete(struct jk_http_req *rq);
 jk_rc jk_api_fhir_cond_update(struct jk_http_req *rq);
 jk_rc jk_api_fhir_cond_delete(struct jk_http_req *rq);
 jk_rc jk_api_fhir_history(struct jk_http_req *rq);
+/* search_api.c: the search interaction */
+jk_rc jk_api_fhir_search(struct jk_http_req *rq);
+jk_rc jk_api_fhir_search_post(struct jk_http_req *rq);
+/* bundle_api.c: transaction/batch, PATCH, $validate, $meta*, Patient/$everything */
+jk_rc jk_api_fhir_bundle(struct jk_http_req *rq);
+jk_rc jk_api_fhir_patch(struct jk_http_req *rq);
+jk_rc jk_api_fhir_cond_patch(struct jk_http_req *rq);
+jk_rc jk_api_fhir_validate(struct jk_http_req *rq);
+jk_rc jk_api_fhir_meta(struct jk_http_req *rq);
+jk_rc jk_api_fhir_meta_add(struct jk_http_req *rq);
+jk_rc jk_api_fhir_meta_delete(struct jk_http_req *rq);
+jk_rc jk_api_fhir_everything(struct jk_http_req *rq);
+
+/* auth_api.c: login (/auth/token, /auth/revoke, /auth/me), bearer tokens, rate limits */
+struct jk_principal;
+struct jk_security_rules;
+enum jk_rate_class { JK_RATE_LOGIN, JK_RATE_EXPENSIVE };
+/* Installs the security rules (read with jk_security_rules_load) before the server starts;
+ * without it they are read from jk_security_rules_path() on first use. */
+jk_rc jk_api_auth_init(const struct jk_security_rules *rules);
+/* The installed rules, or NULL when they could not be read (logged). */
+const struct jk_security_rules *jk_api_security_rules(void);
+/* Counts one request of cls from the client's address and, when account is not NULL, from
+ * that account. 0 when allowed; else the seconds to wait, with Retry-After already added. */
+int jk_api_rate_limit(struct jk_http_req *rq, enum jk_rate_class cls, const char *account);
+/* Responds 429 with an OperationOutcome (issue code "throttled"). */
+jk_rc jk_api_send_throttled(struct jk_http_req *rq, int wait_s);
+/* The principal of the request's bearer token into *out. JK_EUNAUTH (with a diagnostic and
+ * WWW-Authenticate) when there is no valid token; JK_EDB when the database fails. */
+jk_rc jk_api_principal(struct jk_http_req *rq, struct jk_principal *out);
+jk_rc jk_api_auth_token(struct jk_http_req *rq);
+jk_rc jk_api_auth_revoke(struct jk_http_req *rq);
+jk_rc jk_api_auth_me(struct jk_http_req *rq);
 
 #endif

@@ -5,16 +5,35 @@
 #include "core/arena.h"
 #include "core/time.h"
 #include "fhir/model.h"
+#include "fhir/searchparam.h"
 
 static const struct jk_route routes[] = {
     {"GET", "/healthz", jk_api_healthz},
     {"GET", "/metrics", jk_api_metrics},
+    {"POST", "/auth/token", jk_api_auth_token},
+    {"POST", "/auth/revoke", jk_api_auth_revoke},
+    {"GET", "/auth/me", jk_api_auth_me},
     {"GET", "/fhir/R4/metadata", jk_api_fhir_metadata},
+    {"POST", "/fhir/R4", jk_api_fhir_bundle},
+    {"POST", "/fhir/R4/", jk_api_fhir_bundle},
+    {"GET", "/fhir/R4/Patient/:id/$everything", jk_api_fhir_everything},
+    {"POST", "/fhir/R4/:type/$validate", jk_api_fhir_validate},
+    {"POST", "/fhir/R4/:type/:id/$validate", jk_api_fhir_validate},
+    {"GET", "/fhir/R4/:type/:id/$meta", jk_api_fhir_meta},
+    {"POST", "/fhir/R4/:type/:id/$meta-add", jk_api_fhir_meta_add},
+    {"POST", "/fhir/R4/:type/:id/$meta-delete", jk_api_fhir_meta_delete},
+    {"GET", "/fhir/R4/:type/:id/_history/:vid/$meta", jk_api_fhir_meta},
+    {"POST", "/fhir/R4/:type/:id/_history/:vid/$meta-add", jk_api_fhir_meta_add},
+    {"POST", "/fhir/R4/:type/:id/_history/:vid/$meta-delete", jk_api_fhir_meta_delete},
+    {"PATCH", "/fhir/R4/:type/:id", jk_api_fhir_patch},
+    {"PATCH", "/fhir/R4/:type", jk_api_fhir_cond_patch},
     {"GET", "/fhir/R4/_history", jk_api_fhir_history},
     {"GET", "/fhir/R4/:type/_history", jk_api_fhir_history},
     {"GET", "/fhir/R4/:type/:id/_history", jk_api_fhir_history},
     {"GET", "/fhir/R4/:type/:id/_history/:vid", jk_api_fhir_vread},
     {"GET", "/fhir/R4/:type/:id", jk_api_fhir_read},
+    {"GET", "/fhir/R4/:type", jk_api_fhir_search},
+    {"POST", "/fhir/R4/:type/_search", jk_api_fhir_search_post},
     {"PUT", "/fhir/R4/:type/:id", jk_api_fhir_update},
     {"DELETE", "/fhir/R4/:type/:id", jk_api_fhir_delete},
     {"POST", "/fhir/R4/:type", jk_api_fhir_create},
@@ -80,16 +99,47 @@ jk_rc jk_api_fhir_metadata(struct jk_http_req *rq)
             &b,
             "%s{\"type\":\"%s\",\"interaction\":[{\"code\":\"read\"},{\"code\":\"vread\"},"
             "{\"code\":\"update\"},{\"code\":\"delete\"},{\"code\":\"history-instance\"},"
-            "{\"code\":\"history-type\"},{\"code\":\"create\"}],\"versioning\":\"versioned\","
+            "{\"code\":\"history-type\"},{\"code\":\"create\"},{\"code\":\"search-type\"},"
+            "{\"code\":\"patch\"}],"
+            "\"versioning\":\"versioned\","
             "\"readHistory\":true,\"updateCreate\":true,\"conditionalCreate\":true,"
             "\"conditionalUpdate\":true,\"conditionalDelete\":\"single\","
-            "\"searchParam\":[{\"name\":\"_id\",\"type\":\"token\",\"documentation\":"
-            "\"in conditional interactions\"},{\"name\":\"identifier\",\"type\":\"token\","
-            "\"documentation\":\"in conditional interactions\"}]}",
+            "\"searchInclude\":[\"*\"],\"searchRevInclude\":[\"*\"],\"searchParam\":[",
             first ? "" : ",", jk_fhir_str(t->name));
         first = 0;
+        /* Every parameter search understands (docs/internals/search.md). */
+        static const char *const sp_types[] = {
+            [JK_SP_NUMBER] = "number",       [JK_SP_DATE] = "date",
+            [JK_SP_STRING] = "string",       [JK_SP_TOKEN] = "token",
+            [JK_SP_REFERENCE] = "reference", [JK_SP_COMPOSITE] = "composite",
+            [JK_SP_QUANTITY] = "quantity",   [JK_SP_URI] = "uri",
+            [JK_SP_SPECIAL] = "special"};
+        const struct jk_sp *const *sps;
+        size_t n_sp = jk_sp_list(jk_fhir_str(t->name), &sps);
+        int first_sp = 1;
+        for (size_t k = 0; k < n_sp && !rc; k++) {
+            if (sps[k]->type == JK_SP_SPECIAL) continue; /* not searchable here */
+            rc = jk_buf_printf(&b, "%s{\"name\":\"%s\",\"type\":\"%s\"}", first_sp ? "" : ",",
+                               sps[k]->code, sp_types[sps[k]->type]);
+            first_sp = 0;
+        }
+        if (!rc && !strcmp(jk_fhir_str(t->name), "Patient"))
+            rc = jk_buf_puts(&b, "],\"operation\":[{\"name\":\"everything\",\"definition\":"
+                                 "\"http://hl7.org/fhir/OperationDefinition/Patient-everything\"}");
+        if (!rc) rc = jk_buf_puts(&b, "]}");
     }
-    if (!rc) rc = jk_buf_puts(&b, "],\"interaction\":[{\"code\":\"history-system\"}]}]}");
+    if (!rc)
+        rc = jk_buf_puts(
+            &b, "],\"interaction\":[{\"code\":\"history-system\"},{\"code\":\"transaction\"},"
+                "{\"code\":\"batch\"}],\"operation\":["
+                "{\"name\":\"validate\",\"definition\":"
+                "\"http://hl7.org/fhir/OperationDefinition/Resource-validate\"},"
+                "{\"name\":\"meta\",\"definition\":"
+                "\"http://hl7.org/fhir/OperationDefinition/Resource-meta\"},"
+                "{\"name\":\"meta-add\",\"definition\":"
+                "\"http://hl7.org/fhir/OperationDefinition/Resource-meta-add\"},"
+                "{\"name\":\"meta-delete\",\"definition\":"
+                "\"http://hl7.org/fhir/OperationDefinition/Resource-meta-delete\"}]}]}");
     if (rc) {
         jk_buf_free(&b);
         return rc;

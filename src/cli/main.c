@@ -1,4 +1,4 @@
-/* main.c - the jiankang command: serve, migrate, demo. */
+/* main.c - the jiankang command: serve, migrate, demo, import. */
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
@@ -8,6 +8,9 @@
 #include <unistd.h>
 
 #include "api/api.h"
+#include "cli/audit_cmd.h"
+#include "cli/import.h"
+#include "cli/user_cmd.h"
 #include "core/arena.h"
 #include "core/config.h"
 #include "core/log.h"
@@ -24,11 +27,17 @@ static const char usage_main[] =
     "  serve     start the HTTP server\n"
     "  migrate   create or upgrade the database schema\n"
     "  demo      create the schema and load the demo region\n"
+    "  import    load transaction Bundles, other Bundles, resources and NDJSON files\n"
+    "  user      add, change, lock, unlock and list accounts (jiankang user --help)\n"
+    "  audit     audit verify: check the audit chain and its signed checkpoints\n"
+    "  keys      keys init: create the key file; keys public: print the public key\n"
     "\n"
     "options of every command:\n"
     "  --config FILE     settings file (key = value lines)\n"
     "  --db URL          sqlite:PATH (default sqlite:var/jiankang.db) or postgresql://...\n"
     "  --listen ADDR:PORT  (serve) where to listen, default 127.0.0.1:8080\n"
+    "  --jobs N          (import) files at a time, default one per core\n"
+    "  --keys PATH       (audit, keys) the key file, default var/jiankang.keys\n"
     "  --help, --version\n"
     "\n"
     "Settings come from the file, then JIANKANG_<KEY> environment variables, then flags.\n"
@@ -44,10 +53,32 @@ static const char usage_demo[] =
     "usage: jiankang demo [--config FILE] [--db URL] [--file PATH]\n"
     "Migrates and loads the demo region (default demo/region.json); loading twice changes\n"
     "nothing but versions.\n";
+static const char usage_audit[] =
+    "usage: jiankang audit verify [--config FILE] [--db URL] [--keys PATH]\n"
+    "Checks every audit record against the SM3 hash chain and every checkpoint against the\n"
+    "platform SM2 key (PATH: the key file, or a PEM public key). Exits 0 when the trail is\n"
+    "intact, 1 with \"first broken link at seq N: ...\" when it is not, 2 when it cannot be\n"
+    "checked. See docs/internals/audit.md.\n";
+static const char usage_keys[] =
+    "usage: jiankang keys init|public [--config FILE] [--keys PATH]\n"
+    "init creates the key file (mode 0600; an existing one is never replaced) and prints the\n"
+    "platform public key; public prints the public key of the key file.\n";
+static const char usage_import[] =
+    "usage: jiankang import [--config FILE] [--db URL] [--jobs N] PATH...\n"
+    "Migrates, then loads every PATH: a .json file (a transaction, batch or collection Bundle,\n"
+    "or one resource), an .ndjson file (one resource per line), or a directory, for the\n"
+    "*.json and *.ndjson files under it. N files at a time (default: one per core). A resource\n"
+    "with an id is written as PUT Type/id and skipped when its content is already stored, so\n"
+    "importing the same files again adds nothing. Exits 1 when some file failed; see\n"
+    "docs/import.md.\n";
 
 struct cli {
     struct jk_config cfg;
     const char *demo_file;
+    int takes_paths; /* the command takes PATH arguments after its options */
+    char **paths;
+    int n_paths;
+    long jobs; /* import: files at a time, 0 = one per core */
 };
 
 /* Reads options shared by every command. Returns 0 to go on, otherwise an exit code + 1. */
@@ -56,23 +87,41 @@ static int parse_options(int argc, char **argv, const char *usage, struct cli *c
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'}, {"db", required_argument, NULL, 'd'},
         {"listen", required_argument, NULL, 'l'}, {"file", required_argument, NULL, 'f'},
+        {"jobs", required_argument, NULL, 'j'},   {"keys", required_argument, NULL, 'k'},
         {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
     };
     char err[1200];
-    const char *config_file = NULL, *db = NULL, *listen = NULL;
+    const char *config_file = NULL, *db = NULL, *listen = NULL, *keys = NULL;
     int c;
+    char *end;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'c': config_file = optarg; break;
         case 'd': db = optarg; break;
         case 'l': listen = optarg; break;
+        case 'k': keys = optarg; break;
         case 'f': cli->demo_file = optarg; break;
+        case 'j':
+            errno = 0;
+            cli->jobs = strtol(optarg, &end, 10);
+            if (errno || end == optarg || *end || cli->jobs < 1 || cli->jobs > 256) {
+                fprintf(stderr, "jiankang: --jobs must be a number from 1 to 256\n");
+                return 3;
+            }
+            break;
         case 'h': fputs(usage, stdout); return 1;
         default: fputs(usage, stderr); return 3;
         }
     }
-    if (optind < argc) {
+    if (cli->takes_paths) {
+        cli->paths = argv + optind;
+        cli->n_paths = argc - optind;
+        if (!cli->n_paths) {
+            fprintf(stderr, "jiankang: give at least one PATH\n%s", usage);
+            return 3;
+        }
+    } else if (optind < argc) {
         fprintf(stderr, "jiankang: unexpected argument '%s'\n%s", argv[optind], usage);
         return 3;
     }
@@ -80,7 +129,8 @@ static int parse_options(int argc, char **argv, const char *usage, struct cli *c
     if ((config_file && jk_config_load_file(&cli->cfg, config_file, err, sizeof err)) ||
         jk_config_load_env(&cli->cfg, err, sizeof err) ||
         (db && jk_config_set(&cli->cfg, "db", db, "--db", err, sizeof err)) ||
-        (listen && jk_config_set(&cli->cfg, "listen", listen, "--listen", err, sizeof err))) {
+        (listen && jk_config_set(&cli->cfg, "listen", listen, "--listen", err, sizeof err)) ||
+        (keys && jk_config_set(&cli->cfg, "keys", keys, "--keys", err, sizeof err))) {
         fprintf(stderr, "jiankang: %s\n", err);
         return 3;
     }
@@ -165,6 +215,21 @@ static int cmd_demo(struct cli *cli)
     return failed;
 }
 
+static int cmd_audit(struct cli *cli)
+{
+    return jk_cli_audit(&cli->cfg, cli->paths, cli->n_paths);
+}
+
+static int cmd_keys(struct cli *cli)
+{
+    return jk_cli_keys(&cli->cfg, cli->paths, cli->n_paths);
+}
+
+static int cmd_import(struct cli *cli)
+{
+    return jk_cli_import(&cli->cfg, cli->paths, cli->n_paths, cli->jobs);
+}
+
 static int cmd_serve(struct cli *cli)
 {
     const struct jk_config *cfg = &cli->cfg;
@@ -236,10 +301,11 @@ int main(int argc, char **argv)
         const char *name;
         const char *usage;
         int (*run)(struct cli *);
+        int takes_paths;
     } commands[] = {
-        {"serve", usage_serve, cmd_serve},
-        {"migrate", usage_migrate, cmd_migrate},
-        {"demo", usage_demo, cmd_demo},
+        {"serve", usage_serve, cmd_serve, 0}, {"migrate", usage_migrate, cmd_migrate, 0},
+        {"demo", usage_demo, cmd_demo, 0},    {"import", usage_import, cmd_import, 1},
+        {"audit", usage_audit, cmd_audit, 1}, {"keys", usage_keys, cmd_keys, 1},
     };
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
         !strcmp(argv[1], "help")) {
@@ -250,9 +316,10 @@ int main(int argc, char **argv)
         printf("jiankang %s\n", JK_VERSION);
         return 0;
     }
+    if (!strcmp(argv[1], "user")) return jk_cli_user(argc - 1, argv + 1); /* its own options */
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
         if (strcmp(argv[1], commands[i].name)) continue;
-        struct cli cli = {.demo_file = NULL};
+        struct cli cli = {.demo_file = NULL, .takes_paths = commands[i].takes_paths};
         int r = parse_options(argc - 1, argv + 1, commands[i].usage, &cli);
         if (r) return r - 1;
         return commands[i].run(&cli);

@@ -29,6 +29,7 @@ static const struct key {
     STR(db, "database URL: sqlite:PATH or postgresql://..."),
     STR(base_url, "public base URL used in links"),
     STR(log_level, "debug, info, warn or error"),
+    STR(keys, "key file path (created at first start, mode 0600)"),
     NUM(threads, 0, 256, "HTTP worker threads (0: one per core)"),
     {"access_log", K_BOOL, offsetof(struct jk_config, access_log), 0, 0, 1, "on or off"},
     NUM(max_body_bytes, 1024, 1L << 30, "largest request body"),
@@ -50,6 +51,7 @@ void jk_config_defaults(struct jk_config *cfg)
     snprintf(cfg->listen, sizeof cfg->listen, "127.0.0.1:8080");
     snprintf(cfg->db, sizeof cfg->db, "sqlite:var/jiankang.db");
     snprintf(cfg->log_level, sizeof cfg->log_level, "info");
+    snprintf(cfg->keys, sizeof cfg->keys, "var/jiankang.keys");
     cfg->access_log = 1;
     cfg->max_body_bytes = 16L << 20;
     cfg->max_url_bytes = 8192;

@@ -12,6 +12,7 @@ struct jk_config {
     char db[1024];      /* sqlite:PATH or postgresql://... */
     char base_url[256]; /* how clients reach us; empty: http://<listen> */
     char log_level[8];  /* debug, info, warn, error */
+    char keys[1024];    /* the key file (master secret, SM2 key): mode 0600 */
     long threads;       /* HTTP worker threads; 0 = number of cores */
     long access_log;    /* 1: one JSON line per request */
     long max_body_bytes;

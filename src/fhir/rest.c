@@ -8,9 +8,12 @@
 
 #include "core/arena.h"
 #include "core/time.h"
+#include "fhir/extract.h"
 #include "fhir/json.h"
+#include "fhir/search.h"
 
-#define MAX_MATCHES 1000
+/* A conditional write needs to tell no match, one match and several apart: two is enough. */
+#define MAX_MATCHES 2
 
 int jk_fhir_id_ok(const char *s)
 {
@@ -45,31 +48,19 @@ const char *jk_fhir_new_id(struct jk_arena *a)
 jk_rc jk_fhir_criteria_parse(struct jk_arena *a, struct jk_diag *d, const char *const *keys,
                              const char *const *values, size_t n, struct jk_fhir_criteria *out)
 {
-    out->items = jk_arena_zalloc(a, (n ? n : 1) * sizeof *out->items);
+    const char **k = jk_arena_alloc(a, (n ? n : 1) * sizeof *k);
+    const char **v = jk_arena_alloc(a, (n ? n : 1) * sizeof *v);
+    out->keys = k;
+    out->values = v;
     out->n = 0;
-    if (!out->items) return JK_ENOMEM;
+    if (!k || !v) return JK_ENOMEM;
     for (size_t i = 0; i < n; i++) {
-        const char *k = keys[i], *v = values[i];
-        if (strcmp(k, "_format") == 0 || strcmp(k, "_pretty") == 0) continue;
-        struct jk_fhir_criterion *c = &out->items[out->n];
-        if (strcmp(k, "_id") == 0) {
-            c->param = "_id";
-            c->code = v;
-        } else if (strcmp(k, "identifier") == 0) {
-            const char *bar = strchr(v, '|');
-            c->param = "identifier";
-            c->system = bar ? jk_arena_strndup(a, v, (size_t)(bar - v)) : NULL;
-            c->code = bar ? bar + 1 : v;
-        } else {
-            return jk_diag_add(d, JK_EINVAL, "not-supported", NULL,
-                               "conditional operations support the parameters _id and "
-                               "identifier; '%s' is not supported",
-                               k);
-        }
-        if (!*c->code)
-            return jk_diag_add(d, JK_EINVAL, "invalid", NULL, "search parameter '%s' needs a value",
-                               k);
-        out->n++;
+        if (strcmp(keys[i], "_format") == 0 || strcmp(keys[i], "_pretty") == 0) continue;
+        if (!*values[i])
+            return jk_diag_add(d, JK_EINVAL, "invalid", keys[i],
+                               "search parameter '%s' needs a value", keys[i]);
+        k[out->n] = keys[i];
+        v[out->n++] = values[i];
     }
     if (!out->n)
         return jk_diag_add(d, JK_EINVAL, "invalid", NULL,
@@ -77,45 +68,12 @@ jk_rc jk_fhir_criteria_parse(struct jk_arena *a, struct jk_diag *d, const char *
     return JK_OK;
 }
 
-/* Ids of current resources of type that meet every criterion (at most MAX_MATCHES). */
+/* Ids of current resources of type that meet the criteria (at most MAX_MATCHES), found by
+ * search inside the write's transaction, so nothing can slip in between match and write. */
 static jk_rc match(jk_conn *c, struct jk_fhir_write *w, const char ***ids, size_t *n)
 {
-    const char **set = NULL;
-    size_t n_set = 0;
-    for (size_t i = 0; i < w->cond->n; i++) {
-        const struct jk_fhir_criterion *cr = &w->cond->items[i];
-        const char **found;
-        size_t n_found;
-        jk_rc rc;
-        if (strcmp(cr->param, "_id") == 0) {
-            int64_t v;
-            int is_deleted;
-            if ((rc = jk_res_current_version(c, w->type, cr->code, &v, &is_deleted))) return rc;
-            found = jk_arena_alloc(w->arena, sizeof *found);
-            if (!found) return JK_ENOMEM;
-            found[0] = cr->code;
-            n_found = v && !is_deleted;
-        } else if ((rc = jk_res_find_token(c, w->arena, w->type, cr->param, cr->system, cr->code,
-                                           MAX_MATCHES, &found, &n_found))) {
-            return rc;
-        }
-        if (i == 0) {
-            set = found;
-            n_set = n_found;
-            continue;
-        }
-        size_t k = 0; /* intersect in place */
-        for (size_t a = 0; a < n_set; a++)
-            for (size_t b = 0; b < n_found; b++)
-                if (strcmp(set[a], found[b]) == 0) {
-                    set[k++] = set[a];
-                    break;
-                }
-        n_set = k;
-    }
-    *ids = set;
-    *n = n_set;
-    return JK_OK;
+    return jk_fhir_search_match(c, w->arena, w->diag, w->type, w->cond->keys, w->cond->values,
+                                w->cond->n, MAX_MATCHES, ids, n);
 }
 
 /* The members of obj except those named in skip, as JSON text without the opening brace:
@@ -141,37 +99,25 @@ static const char *members_text(struct jk_arena *a, struct json_object *obj,
     return text + 1;
 }
 
-/* Search index rows of res: its identifiers (full extraction comes with search). */
+/* Search index rows of res: every value of every search parameter of its type (extract.c).
+ * Conditional create, update and delete find resources by the "identifier" rows among them. */
 static jk_rc index_rows(struct jk_arena *a, struct json_object *res, struct jk_idx_row **out,
                         size_t *n)
 {
-    struct json_object *ids;
-    *out = NULL;
-    *n = 0;
-    if (!json_object_object_get_ex(res, "identifier", &ids) ||
-        !json_object_is_type(ids, json_type_array))
-        return JK_OK;
-    size_t len = json_object_array_length(ids);
-    struct jk_idx_row *t = jk_arena_zalloc(a, (len ? len : 1) * sizeof *t);
-    if (!t) return JK_ENOMEM;
-    for (size_t i = 0; i < len; i++) {
-        struct json_object *ident = json_object_array_get_idx(ids, i);
-        const char *value = jk_json_str(ident, "value");
-        if (!value) continue;
-        t[*n].kind = JK_IDX_TOKEN;
-        t[*n].param = "identifier";
-        t[*n].s1 = jk_json_str(ident, "system");
-        t[*n].s2 = value;
-        (*n)++;
-    }
-    *out = t;
-    return JK_OK;
+    return jk_fhir_extract(a, res, out, n);
 }
 
 jk_rc jk_fhir_write_prepare(struct jk_fhir_write *w)
 {
     static const char *const top[] = {"resourceType", "id", "meta"};
     static const char *const stamped[] = {"versionId", "lastUpdated"};
+    if (w->cond) { /* bad criteria are refused now, not inside the transaction */
+        struct jk_search_opts o = {JK_SEARCH_CRITERIA, NULL, w->now_ms};
+        struct jk_search *q;
+        jk_rc rc = jk_fhir_search_parse(w->arena, w->diag, w->type, w->cond->keys, w->cond->values,
+                                        w->cond->n, &o, &q);
+        if (rc) return rc;
+    }
     if (!w->res) return JK_OK; /* a delete */
     struct json_object *meta = NULL;
     json_object_object_get_ex(w->res, "meta", &meta);
@@ -232,9 +178,9 @@ jk_rc jk_fhir_write_tx(jk_conn *c, void *arg)
         if ((rc = match(c, w, &ids, &n))) return rc;
         if (n > 1)
             return jk_diag_add(w->diag, JK_EPRECOND, "multiple-matches", NULL,
-                               "the condition matches %zu %s resources; it must match at most "
-                               "one",
-                               n, w->type);
+                               "the condition matches more than one %s resource; it must match "
+                               "at most one",
+                               w->type);
         if (n == 1 && w->kind == JK_FHIR_CREATE) {
             w->status = 200; /* If-None-Exist: the existing resource stands */
             rc = jk_res_read(c, w->arena, w->type, ids[0], &w->out);

@@ -10,20 +10,16 @@
 
 struct jk_arena;
 
-/* Search criteria of a conditional interaction. Only _id and identifier are supported
- * until full search lands; anything else is refused with a clear message. */
-struct jk_fhir_criterion {
-    const char *param;  /* "_id" or "identifier" */
-    const char *system; /* NULL: any system */
-    const char *code;
-};
-
+/* Search criteria of a conditional interaction: search parameters (any that search
+ * supports), matched with jk_fhir_search_match inside the write's transaction. */
 struct jk_fhir_criteria {
-    struct jk_fhir_criterion *items;
+    const char *const *keys, *const *values; /* percent-decoded; _format/_pretty left out */
     size_t n;
 };
 
-/* Parses n query arguments (already percent-decoded) into criteria for type. */
+/* Collects n query arguments (already percent-decoded) as criteria. JK_EINVAL when none is
+ * left or one has no value; the parameters themselves are checked when the write is
+ * prepared (jk_fhir_write_prepare), against the write's type. */
 jk_rc jk_fhir_criteria_parse(struct jk_arena *a, struct jk_diag *d, const char *const *keys,
                              const char *const *values, size_t n, struct jk_fhir_criteria *out);
 
@@ -51,7 +47,8 @@ struct jk_fhir_write {
 };
 
 /* Renders what can be rendered of w's resource before the transaction (everything but id,
- * version and time), so the transaction itself does only SQL. Call before jk_fhir_write_tx. */
+ * version and time), so the transaction itself does only SQL, and checks w->cond's search
+ * parameters (JK_EINVAL naming a bad one). Call before jk_fhir_write_tx. */
 jk_rc jk_fhir_write_prepare(struct jk_fhir_write *w);
 
 /* The transaction function (jk_tx_fn) for w. */

@@ -78,6 +78,10 @@ void *jk_http_app(const struct jk_http_req *rq);
 /* The value of request header name (case-insensitive), or NULL. */
 const char *jk_http_header(struct jk_http_req *rq, const char *name);
 
+/* The client's IP address as text ("127.0.0.1", "::1"), in the request arena; "unknown"
+ * when the library cannot tell. The peer of the TCP connection: behind a proxy, the proxy. */
+const char *jk_http_client_addr(struct jk_http_req *rq);
+
 /* The value of path capture ":name", or NULL. */
 const char *jk_http_param(const struct jk_http_req *rq, const char *name);
 

@@ -78,6 +78,23 @@ const char *jk_http_header(struct jk_http_req *rq, const char *name)
     return MHD_lookup_connection_value(((struct req *)rq)->conn, MHD_HEADER_KIND, name);
 }
 
+const char *jk_http_client_addr(struct jk_http_req *rq)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(((struct req *)rq)->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    char text[INET6_ADDRSTRLEN];
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+    const char *s = NULL;
+    if (sa && sa->sa_family == AF_INET)
+        s = inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, text,
+                      sizeof text);
+    else if (sa && sa->sa_family == AF_INET6)
+        s = inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, text,
+                      sizeof text);
+    s = s ? jk_arena_strdup(rq->arena, s) : NULL;
+    return s ? s : "unknown";
+}
+
 const char *jk_http_param(const struct jk_http_req *rq, const char *name)
 {
     const struct req *r = (const struct req *)rq;

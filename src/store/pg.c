@@ -36,6 +36,7 @@ struct pg_stmt {
     char **owned;     /* NUL-terminated copies we made of text for other types */
     char (*nums)[24]; /* integers as decimal text */
     PGresult *res;    /* set once executed, until reset */
+    int is_once;      /* jk_conn_prepare_once: sent with its parameters on each step */
     int is_executed;
     int row, n_rows;
 };
@@ -108,7 +109,10 @@ static jk_rc pg_run(struct pg_conn *c, const char *sql, const char *what)
 
 /* Per-session settings, again after every reconnect. A commit must be durable before we
  * report it: turn synchronous_commit on if the server has it off; leave the other values
- * (local, remote_write, remote_apply) as configured, since all of them flush our WAL. */
+ * (local, remote_write, remote_apply) as configured, since all of them flush our WAL.
+ * Requests are short: a parallel plan's worker start-up (milliseconds) costs more than it
+ * saves, and a search page that walks an index in order (LIMIT 11) got one, 25 ms instead of
+ * 2 (docs/internals/search.md, "Query plans"); analytics belong on a replica. */
 static jk_rc pg_session_setup(struct pg_conn *c)
 {
     PQsetNoticeReceiver(c->pg, pg_notice, NULL);
@@ -117,7 +121,7 @@ static jk_rc pg_session_setup(struct pg_conn *c)
         return JK_EDB;
     }
     return pg_run(c,
-                  "SET client_min_messages = warning;"
+                  "SET client_min_messages = warning; SET max_parallel_workers_per_gather = 0;"
                   " SELECT set_config('synchronous_commit', 'on', false)"
                   " WHERE current_setting('synchronous_commit') = 'off'",
                   "session setup");
@@ -431,6 +435,46 @@ static jk_rc pg_prepare(jk_conn *jc, const char *sql, jk_stmt **out)
     return JK_OK;
 }
 
+/* A statement that is not prepared on the server: each execution sends the SQL with its
+ * parameters (PQexecParams, one round trip), every parameter as text for the server to type
+ * from its context. */
+static jk_rc pg_prepare_once(jk_conn *jc, const char *sql, jk_stmt **out)
+{
+    struct pg_conn *c = (struct pg_conn *)jc;
+    jk_rc rc = pg_ensure_conn(c);
+    if (rc) return rc;
+    struct pg_stmt *s = calloc(1, sizeof *s);
+    if (!s) return JK_ENOMEM;
+    s->base.c = jc;
+    s->sql = NULL;
+    s->row = -1;
+    s->is_once = 1;
+    if (!(s->pg_sql = translate_placeholders(sql, &s->n_params))) {
+        rc = s->n_params < 0 ? JK_ETOOBIG : JK_ENOMEM;
+        if (rc == JK_ETOOBIG) jk_log_error("pg", "prepare: more than %d parameters", PG_MAX_PARAMS);
+        free(s);
+        return rc;
+    }
+    size_t np = s->n_params ? (size_t)s->n_params : 1;
+    s->is_textlike = calloc(np, sizeof *s->is_textlike); /* all 0: text goes as text */
+    s->values = calloc(np, sizeof *s->values);
+    s->lengths = calloc(np, sizeof *s->lengths);
+    s->formats = calloc(np, sizeof *s->formats);
+    s->owned = calloc(np, sizeof *s->owned);
+    s->nums = calloc(np, sizeof *s->nums);
+    if (!s->is_textlike || !s->values || !s->lengths || !s->formats || !s->owned || !s->nums) {
+        stmt_free(s);
+        return JK_ENOMEM;
+    }
+    *out = (jk_stmt *)s;
+    return JK_OK;
+}
+
+static void pg_finalize(jk_stmt *js)
+{
+    stmt_free((struct pg_stmt *)js);
+}
+
 /* The slot for parameter i (1-based), its old copy freed; NULL when i is out of range. */
 static struct pg_stmt *param_slot(jk_stmt *js, int i)
 {
@@ -509,8 +553,14 @@ static jk_rc pg_step(jk_stmt *js, int *has_row)
     if (!s->is_executed) {
         jk_rc rc;
         s->is_executed = 1;
-        if (s->gen != c->gen && (rc = stmt_server_prepare(c, s))) return rc;
-        s->res = PQexecPrepared(c->pg, s->name, s->n_params, s->values, s->lengths, s->formats, 0);
+        if (s->is_once) {
+            s->res = PQexecParams(c->pg, s->pg_sql, s->n_params, NULL, s->values, s->lengths,
+                                  s->formats, 0);
+        } else {
+            if (s->gen != c->gen && (rc = stmt_server_prepare(c, s))) return rc;
+            s->res =
+                PQexecPrepared(c->pg, s->name, s->n_params, s->values, s->lengths, s->formats, 0);
+        }
         ExecStatusType es = s->res ? PQresultStatus(s->res) : PGRES_FATAL_ERROR;
         if (es == PGRES_TUPLES_OK) {
             s->n_rows = PQntuples(s->res);
@@ -651,12 +701,15 @@ const struct jk_backend jk_pg_backend = {
     .name = "postgresql",
     .serial_pk = "BIGSERIAL PRIMARY KEY",
     .migrate_lock = "SELECT pg_advisory_xact_lock(7243311)", /* any fixed key of ours */
+    .collate_c = " COLLATE \"C\"",
     .conn_open = pg_conn_open,
     .conn_close = pg_conn_close,
     .start = pg_start,
     .stop = pg_stop,
     .tx_async = pg_tx_async,
     .prepare = pg_prepare,
+    .prepare_once = pg_prepare_once,
+    .finalize = pg_finalize,
     .exec = pg_exec,
     .text_arg = pg_text_arg,
     .int_arg = pg_int_arg,

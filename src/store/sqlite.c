@@ -169,6 +169,28 @@ static jk_rc sq_prepare(jk_conn *jc, const char *sql, jk_stmt **out)
     return JK_OK;
 }
 
+static jk_rc sq_prepare_once(jk_conn *jc, const char *sql, jk_stmt **out)
+{
+    struct sq_conn *c = (struct sq_conn *)jc;
+    struct sq_stmt *s = calloc(1, sizeof *s);
+    if (!s) return JK_ENOMEM;
+    s->base.c = jc;
+    if (sqlite3_prepare_v3(c->db, sql, -1, 0, &s->st, NULL) != SQLITE_OK) {
+        jk_log_error("sqlite", "prepare failed: %s", sqlite3_errmsg(c->db));
+        free(s);
+        return JK_EDB;
+    }
+    *out = (jk_stmt *)s;
+    return JK_OK;
+}
+
+static void sq_finalize(jk_stmt *js)
+{
+    struct sq_stmt *s = (struct sq_stmt *)js;
+    sqlite3_finalize(s->st);
+    free(s);
+}
+
 static jk_rc bind_rc(int rc)
 {
     return rc == SQLITE_OK ? JK_OK : rc == SQLITE_TOOBIG ? JK_ETOOBIG : JK_EDB;
@@ -367,12 +389,15 @@ const struct jk_backend jk_sqlite_backend = {
     .name = "sqlite",
     .serial_pk = "INTEGER PRIMARY KEY",
     .migrate_lock = NULL, /* the writer thread already serialises every transaction */
+    .collate_c = "",      /* BINARY, the default, compares bytes */
     .conn_open = sq_conn_open,
     .conn_close = sq_conn_close,
     .start = sq_start,
     .stop = sq_stop,
     .tx_async = sq_tx_async,
     .prepare = sq_prepare,
+    .prepare_once = sq_prepare_once,
+    .finalize = sq_finalize,
     .exec = sq_exec,
     .text_arg = sq_text_arg,
     .int_arg = sq_int_arg,

@@ -11,7 +11,8 @@
 #include "store/store_int.h"
 
 /* Numbered migrations. Never edit one that has shipped: add the next number. `@SERIAL_PK@`
- * stands for the backend's auto-increment primary key type. */
+ * stands for the backend's auto-increment primary key type, `@COLLATE_C@` for what makes a
+ * text column compare byte by byte (nothing on SQLite, COLLATE "C" on PostgreSQL). */
 static const char *const migrations[] = {
     /* 1: versioned resources and the token index used by conditional operations */
     "CREATE TABLE resource_version ("
@@ -72,6 +73,75 @@ static const char *const migrations[] = {
     " lo2 DOUBLE PRECISION, hi2 DOUBLE PRECISION, text2 TEXT NOT NULL);"
     "CREATE INDEX idx_composite_lookup ON idx_composite (type, param, code1);"
     "CREATE INDEX idx_composite_res ON idx_composite (type, id);",
+
+    /* 3: search plans (docs/internals/search.md, "Query plans"). Current versions in seq
+     * order (the default sort and its paging) and in last_updated order; string prefixes and
+     * uri :below compared byte by byte whatever the database's collation; index rows found
+     * by resource and parameter, so that checking one candidate reads only its own rows. */
+    "CREATE INDEX resource_version_cur_seq ON resource_version (type, seq) WHERE is_current = 1;"
+    "DROP INDEX resource_version_current;"
+    "CREATE INDEX resource_version_cur_updated ON resource_version (type, last_updated, seq)"
+    " WHERE is_current = 1;"
+    "DROP INDEX idx_string_lookup;"
+    "CREATE INDEX idx_string_lookup ON idx_string (type, param, norm@COLLATE_C@);"
+    "DROP INDEX idx_uri_lookup;"
+    "CREATE INDEX idx_uri_lookup ON idx_uri (type, param, value@COLLATE_C@);"
+    "DROP INDEX idx_token_res; CREATE INDEX idx_token_res ON idx_token (type, id, param);"
+    "DROP INDEX idx_string_res; CREATE INDEX idx_string_res ON idx_string (type, id, param);"
+    "DROP INDEX idx_date_res; CREATE INDEX idx_date_res ON idx_date (type, id, param);"
+    "DROP INDEX idx_number_res; CREATE INDEX idx_number_res ON idx_number (type, id, param);"
+    "DROP INDEX idx_quantity_res; CREATE INDEX idx_quantity_res ON idx_quantity (type, id, param);"
+    "DROP INDEX idx_reference_res;"
+    "CREATE INDEX idx_reference_res ON idx_reference (type, id, param);"
+    "DROP INDEX idx_uri_res; CREATE INDEX idx_uri_res ON idx_uri (type, id, param);"
+    "DROP INDEX idx_composite_res;"
+    "CREATE INDEX idx_composite_res ON idx_composite (type, id, param);",
+
+    /* 4: accounts and tokens (docs/internals/auth.md). Times are milliseconds since 1970;
+     * a token is stored only as its hash. */
+    "CREATE TABLE account ("
+    " id @SERIAL_PK@,"
+    " username TEXT NOT NULL,"
+    " role TEXT NOT NULL,"
+    " org TEXT NOT NULL DEFAULT '',"
+    " link TEXT NOT NULL DEFAULT '',"
+    " pw_hash TEXT NOT NULL,"
+    " totp_secret TEXT NOT NULL DEFAULT '',"
+    " totp_last_step BIGINT NOT NULL DEFAULT 0,"
+    " failed_count INTEGER NOT NULL DEFAULT 0,"
+    " locked_until_ms BIGINT NOT NULL DEFAULT 0,"
+    " password_set_ms BIGINT NOT NULL,"
+    " created_ms BIGINT NOT NULL,"
+    " is_disabled INTEGER NOT NULL DEFAULT 0);"
+    "CREATE UNIQUE INDEX account_username ON account (username);"
+    "CREATE TABLE auth_token ("
+    " id @SERIAL_PK@,"
+    " hash TEXT NOT NULL,"
+    " account_id BIGINT NOT NULL REFERENCES account (id),"
+    " scopes TEXT NOT NULL,"
+    " issued_ms BIGINT NOT NULL,"
+    " expires_ms BIGINT NOT NULL,"
+    " revoked INTEGER NOT NULL DEFAULT 0);"
+    "CREATE UNIQUE INDEX auth_token_hash ON auth_token (hash);"
+    "CREATE INDEX auth_token_account ON auth_token (account_id, expires_ms);",
+
+    /* 5: audit trail (docs/internals/audit.md): records chained by SM3 hash, checkpoints
+     * signed with SM2, and the one-row chain head that serialises appends and names the
+     * last checkpoint */
+    "CREATE TABLE audit_event ("
+    " seq BIGINT PRIMARY KEY,"
+    " time_ms BIGINT NOT NULL,"
+    " actor TEXT NOT NULL, role TEXT NOT NULL, org TEXT NOT NULL, action TEXT NOT NULL,"
+    " res_type TEXT NOT NULL, res_id TEXT NOT NULL, patient_id TEXT NOT NULL,"
+    " client_addr TEXT NOT NULL, outcome TEXT NOT NULL, request_id TEXT NOT NULL,"
+    " reason TEXT NOT NULL,"
+    " hash TEXT NOT NULL);"
+    "CREATE INDEX audit_event_patient ON audit_event (patient_id, seq);"
+    "CREATE TABLE audit_checkpoint ("
+    " seq BIGINT PRIMARY KEY, hash TEXT NOT NULL, signed_ms BIGINT NOT NULL, sig TEXT NOT NULL);"
+    "CREATE TABLE audit_head (id INTEGER PRIMARY KEY, ckpt_seq BIGINT NOT NULL,"
+    " ckpt_ms BIGINT NOT NULL);"
+    "INSERT INTO audit_head (id, ckpt_seq, ckpt_ms) VALUES (1, 0, 0);",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -176,24 +246,37 @@ void jk_store_track_conn(jk_store *st, struct jk_conn_base *b)
     pthread_mutex_unlock(&st->conns_lock);
 }
 
-/* Expands @SERIAL_PK@ for the backend. The result is malloc'ed. */
+/* Expands the dialect tokens for the backend: @SERIAL_PK@ and @COLLATE_C@. The result is
+ * malloc'ed. */
 static char *migration_sql(const struct jk_backend *be, const char *sql)
 {
-    static const char token[] = "@SERIAL_PK@";
-    size_t n = strlen(sql) + 1, tl = sizeof token - 1, sl = strlen(be->serial_pk);
-    for (const char *p = strstr(sql, token); p; p = strstr(p + tl, token))
-        n += sl;
+    const struct {
+        const char *token, *value;
+    } subst[] = {{"@SERIAL_PK@", be->serial_pk}, {"@COLLATE_C@", be->collate_c}};
+    size_t n = strlen(sql) + 1;
+    for (size_t k = 0; k < sizeof subst / sizeof subst[0]; k++) {
+        size_t tl = strlen(subst[k].token);
+        for (const char *p = strstr(sql, subst[k].token); p; p = strstr(p + tl, subst[k].token))
+            n += strlen(subst[k].value);
+    }
     char *out = malloc(n), *w = out;
     if (!out) return NULL;
-    const char *p = sql, *hit;
-    while ((hit = strstr(p, token))) {
-        memcpy(w, p, (size_t)(hit - p));
-        w += hit - p;
-        memcpy(w, be->serial_pk, sl);
-        w += sl;
-        p = hit + tl;
+    const char *p = sql;
+    while (*p) {
+        size_t k = 0;
+        while (k < sizeof subst / sizeof subst[0] &&
+               (*p != '@' || strncmp(p, subst[k].token, strlen(subst[k].token))))
+            k++;
+        if (k == sizeof subst / sizeof subst[0]) {
+            *w++ = *p++;
+            continue;
+        }
+        size_t vl = strlen(subst[k].value);
+        memcpy(w, subst[k].value, vl);
+        w += vl;
+        p += strlen(subst[k].token);
     }
-    memcpy(w, p, strlen(p) + 1);
+    *w = 0;
     return out;
 }
 
@@ -302,6 +385,26 @@ static const struct jk_backend *be_of_stmt(jk_stmt *s)
 jk_rc jk_conn_prepare(jk_conn *c, const char *sql, jk_stmt **out)
 {
     return be_of(c)->prepare(c, sql, out);
+}
+
+jk_rc jk_conn_prepare_once(jk_conn *c, const char *sql, jk_stmt **out)
+{
+    return be_of(c)->prepare_once(c, sql, out);
+}
+
+void jk_stmt_finalize(jk_stmt *s)
+{
+    if (s) be_of_stmt(s)->finalize(s);
+}
+
+const char *jk_conn_backend(jk_conn *c)
+{
+    return be_of(c)->name;
+}
+
+const char *jk_conn_collate_c(jk_conn *c)
+{
+    return be_of(c)->collate_c;
 }
 
 jk_rc jk_conn_exec(jk_conn *c, const char *sql)

@@ -56,6 +56,25 @@ void jk_store_tx_async(jk_store *st, jk_tx_fn fn, void *arg, void (*done)(void *
  * statement is reset and its bindings cleared. Owned by the connection. */
 jk_rc jk_conn_prepare(jk_conn *c, const char *sql, jk_stmt **out);
 
+/* Prepares sql for one use, without caching it: for SQL built at run time (search). sql is
+ * only read during the call. Bind, step and read columns as with jk_conn_prepare; the caller
+ * owns *out and must release it with jk_stmt_finalize(). Parameters whose type the SQL does
+ * not make obvious need a cast (`CAST(? AS BIGINT)`): PostgreSQL infers them from context.
+ * JK_EDB when the SQL is refused: here on SQLite, at the first jk_stmt_step on PostgreSQL
+ * (which sends text and parameters together, in one round trip). */
+jk_rc jk_conn_prepare_once(jk_conn *c, const char *sql, jk_stmt **out);
+
+/* Releases a statement made by jk_conn_prepare_once(). NULL is allowed. */
+void jk_stmt_finalize(jk_stmt *s);
+
+/* The backend of c's store: "sqlite" or "postgresql". */
+const char *jk_conn_backend(jk_conn *c);
+
+/* The backend's suffix that makes a text comparison or ORDER BY byte-wise (code point
+ * order): "" on SQLite (its default), ` COLLATE "C"` on PostgreSQL, whatever the database's
+ * collation. Written after a column: `norm COLLATE "C" >= ?`. Static. */
+const char *jk_conn_collate_c(jk_conn *c);
+
 /* Runs sql, which takes no parameters and returns no rows (DDL, BEGIN ...). */
 jk_rc jk_conn_exec(jk_conn *c, const char *sql);
 

@@ -11,6 +11,7 @@ struct jk_backend {
     /* SQL fragments that differ between engines (see migrations in store.c). */
     const char *serial_pk;    /* an auto-increment 64-bit primary key column type */
     const char *migrate_lock; /* SQL that keeps two processes from migrating at once */
+    const char *collate_c;    /* "" or ` COLLATE "C"`: compare text byte by byte (code points) */
     /* Opens a new connection to the store's database. */
     jk_rc (*conn_open)(jk_store *st, jk_conn **out, char *err, size_t errlen);
     void (*conn_close)(jk_conn *c);
@@ -20,6 +21,8 @@ struct jk_backend {
     void (*tx_async)(jk_store *st, jk_tx_fn fn, void *arg, void (*done)(void *, jk_rc),
                      void *done_arg);
     jk_rc (*prepare)(jk_conn *c, const char *sql, jk_stmt **out);
+    jk_rc (*prepare_once)(jk_conn *c, const char *sql, jk_stmt **out); /* not cached */
+    void (*finalize)(jk_stmt *s);                                      /* of prepare_once */
     jk_rc (*exec)(jk_conn *c, const char *sql);
     jk_rc (*text_arg)(jk_stmt *s, int i, const char *p, size_t n);
     jk_rc (*int_arg)(jk_stmt *s, int i, int64_t v);

@@ -655,6 +655,117 @@ static void resource_versions(void **state)
     jk_stmt_reset(s);
 }
 
+/* ---- statements built at run time ---- */
+
+/* SQL built in a reused buffer is prepared for one use: the second text in the same buffer
+ * is a different statement (no cache keyed by its address), typed parameters work in casts,
+ * rows come back in order, and a refused text is JK_EDB, not a crash. */
+static void once_statements(void **state)
+{
+    struct fixture *f = *state;
+    jk_conn *c = jk_store_conn(f->st);
+    const struct note notes[] = {{701, "甲", 3}, {702, "乙", 3}, {703, "丙", 3}};
+    struct note_batch b = {notes, 3, JK_OK};
+    assert_int_equal(jk_store_tx(f->st, note_batch_tx, &b), JK_OK);
+    char sql[256];
+    jk_stmt *s;
+    int has_row = 0;
+    size_t len = 0;
+    for (int round = 0; round < 2; round++) {
+        snprintf(sql, sizeof sql,
+                 "SELECT id, body, CAST(? AS DOUBLE PRECISION) * 2 FROM t_note"
+                 " WHERE id >= CAST(? AS BIGINT) AND id <= %d AND body <> ? ORDER BY id %s",
+                 703, round ? "DESC" : "ASC");
+        assert_int_equal(jk_conn_prepare_once(c, sql, &s), JK_OK);
+        memset(sql, 'x', sizeof sql - 1); /* the text is not needed after prepare */
+        sql[sizeof sql - 1] = 0;
+        assert_int_equal(jk_stmt_double_arg(s, 1, 1.25), JK_OK);
+        assert_int_equal(jk_stmt_int_arg(s, 2, 701), JK_OK);
+        assert_int_equal(jk_stmt_text_arg(s, 3, "乙", 3), JK_OK);
+        assert_int_equal(jk_stmt_step(s, &has_row), JK_OK);
+        assert_true(has_row);
+        assert_true(jk_stmt_col_int(s, 0) == (round ? 703 : 701));
+        const char *p = jk_stmt_col_text(s, 1, &len);
+        assert_int_equal(len, 3);
+        assert_memory_equal(p, round ? "丙" : "甲", 3);
+        assert_true(jk_stmt_col_double(s, 2) == 2.5);
+        assert_int_equal(jk_stmt_step(s, &has_row), JK_OK);
+        assert_true(has_row);
+        assert_true(jk_stmt_col_int(s, 0) == (round ? 701 : 703));
+        assert_int_equal(jk_stmt_step(s, &has_row), JK_OK);
+        assert_false(has_row);
+        jk_stmt_finalize(s);
+    }
+    jk_stmt_finalize(NULL);
+    jk_log_set_level(JK_LOG_OFF); /* the failure below is expected */
+    jk_rc rc = jk_conn_prepare_once(c, "SELECT FROM WHERE nothing", &s);
+    if (!rc) { /* PostgreSQL sees the text only when it runs */
+        rc = jk_stmt_step(s, &has_row);
+        jk_stmt_finalize(s);
+    }
+    assert_int_equal(rc, JK_EDB);
+    jk_log_set_level(JK_LOG_INFO);
+    /* The connection is still usable, through both kinds of statement. */
+    char buf[16];
+    assert_int_equal(note_get(f->st, 702, buf, sizeof buf), 3);
+    assert_int_equal(
+        jk_conn_prepare_once(c, "SELECT COUNT(*) FROM t_note WHERE id BETWEEN 701 AND 799", &s),
+        JK_OK);
+    assert_int_equal(jk_stmt_step(s, &has_row), JK_OK);
+    assert_true(has_row && jk_stmt_col_int(s, 0) == 3);
+    jk_stmt_finalize(s);
+}
+
+/* A statement of one use runs inside a transaction too (conditional writes search there). */
+static jk_rc once_in_tx(jk_conn *c, void *arg)
+{
+    int64_t *n = arg;
+    jk_stmt *s;
+    int has_row = 0;
+    jk_rc rc = note_insert(c, 801, "in tx", 5);
+    if (!rc) rc = jk_conn_prepare_once(c, "SELECT COUNT(*) FROM t_note WHERE id = 801", &s);
+    if (rc) return rc;
+    rc = jk_stmt_step(s, &has_row);
+    *n = !rc && has_row ? jk_stmt_col_int(s, 0) : -1;
+    jk_stmt_finalize(s);
+    return rc;
+}
+
+static void once_statement_in_tx(void **state)
+{
+    struct fixture *f = *state;
+    int64_t n = 0;
+    assert_int_equal(jk_store_tx(f->st, once_in_tx, &n), JK_OK);
+    assert_true(n == 1);
+}
+
+/* jk_conn_collate_c() makes text compare by code point whatever the database's collation:
+ * 'é' (U+00E9) sorts after 'z', and '王' (U+738B) after '汪' (U+6C6A). */
+static void collate_c_compares_code_points(void **state)
+{
+    struct fixture *f = *state;
+    jk_conn *c = jk_store_conn(f->st);
+    assert_non_null(jk_conn_collate_c(c));
+    assert_string_equal(jk_conn_backend(c), jk_store_backend(f->st));
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "SELECT CASE WHEN CAST(? AS TEXT)%s > CAST(? AS TEXT) THEN 1 ELSE 0 END,"
+             " CASE WHEN CAST(? AS TEXT)%s > CAST(? AS TEXT) THEN 1 ELSE 0 END",
+             jk_conn_collate_c(c), jk_conn_collate_c(c));
+    jk_stmt *s;
+    int has_row = 0;
+    assert_int_equal(jk_conn_prepare_once(c, sql, &s), JK_OK);
+    jk_stmt_text_arg(s, 1, "é", strlen("é"));
+    jk_stmt_text_arg(s, 2, "z", 1);
+    jk_stmt_text_arg(s, 3, "王", strlen("王"));
+    jk_stmt_text_arg(s, 4, "汪", strlen("汪"));
+    assert_int_equal(jk_stmt_step(s, &has_row), JK_OK);
+    assert_true(has_row);
+    assert_int_equal(jk_stmt_col_int(s, 0), 1);
+    assert_int_equal(jk_stmt_col_int(s, 1), 1);
+    jk_stmt_finalize(s);
+}
+
 /* ---- PostgreSQL only ---- */
 
 static const char sql_pg_kill_self[] = "SELECT pg_terminate_backend(pg_backend_pid())";
@@ -713,7 +824,8 @@ static void bad_urls_are_refused(void **state)
         cmocka_unit_test(unique_violation_is_conflict),                                            \
         cmocka_unit_test(concurrent_tx_lose_nothing), cmocka_unit_test(async_tx_all_done),         \
         cmocka_unit_test(committed_is_visible_elsewhere), cmocka_unit_test(data_survives_reopen),  \
-        cmocka_unit_test(resource_versions)
+        cmocka_unit_test(resource_versions), cmocka_unit_test(once_statements),                    \
+        cmocka_unit_test(once_statement_in_tx), cmocka_unit_test(collate_c_compares_code_points)
 
 int main(void)
 {
