@@ -8,6 +8,8 @@
 #include <unistd.h>
 
 #include "api/api.h"
+#include "api/api_int.h"
+#include "auth/account.h"
 #include "cli/audit_cmd.h"
 #include "cli/import.h"
 #include "cli/user_cmd.h"
@@ -210,8 +212,11 @@ static int cmd_demo(struct cli *cli)
         jk_arena_free(a);
     }
     json_object_put(bundle);
+    if (!failed) {
+        printf("jiankang: loaded %zu demo resources into %s\n", n, cli->cfg.db);
+        failed = jk_cli_demo_accounts(db, stdout) != 0;
+    }
     jk_store_close(db);
-    if (!failed) printf("jiankang: loaded %zu demo resources into %s\n", n, cli->cfg.db);
     return failed;
 }
 
@@ -266,7 +271,15 @@ static int cmd_serve(struct cli *cli)
         .app = &app,
     };
     hc.routes = jk_api_routes(&hc.n_routes);
-    if (jk_http_start(&hc, &app.srv)) {
+    /* A bad rules file stops the start, naming the file and the rule. */
+    struct jk_security_rules sec;
+    char err[JK_RULES_ERR];
+    if (jk_security_rules_load(jk_security_rules_path(), &sec, err, sizeof err)) {
+        fprintf(stderr, "jiankang: %s\n", err);
+        jk_store_close(db);
+        return 1;
+    }
+    if (jk_api_auth_init(&sec) || jk_http_start(&hc, &app.srv)) {
         jk_store_close(db);
         return 1;
     }
