@@ -772,7 +772,6 @@ static void batch_outcome(struct imp_job *j, const char *out, size_t out_len,
 /* A prepared transaction or batch Bundle, waiting for its commit. */
 struct imp_pending {
     struct imp_job job;
-    struct imp_worker *worker;
     struct jk_arena *arena;
     struct json_object *root;
     struct json_object *kept; /* the entries sent (owned by root) */
@@ -933,8 +932,9 @@ static void worker_submit(struct imp_worker *w)
     jk_store_tx_async(w->im->db, group_tx, g, group_done, g);
 }
 
-/* Adds a prepared Bundle to w's open group, and hands the group over when it is big enough.
- * Returns -1 when out of memory (p is untouched then). */
+/* Adds a prepared Bundle to w's open group, and hands the group over when the store is done
+ * with the previous one or the group is big enough. Returns -1 when out of memory (p is
+ * untouched then). */
 static int worker_add(struct imp_worker *w, struct imp_pending *p)
 {
     struct imp_group *g = w->open;
@@ -950,7 +950,13 @@ static int worker_add(struct imp_worker *w, struct imp_pending *p)
     g->tail = p;
     g->n_resources += p->n_kept;
     g->bytes += p->bytes;
-    if (g->n_resources >= IMP_GROUP_RESOURCES || g->bytes >= w->im->group_bytes) worker_submit(w);
+    /* As soon as the store is done with the group before, so that the writer never waits for
+     * a full one: a group is what gathered during the previous commit, within limits. */
+    pthread_mutex_lock(&w->lock);
+    int is_store_idle = !w->head || w->head->is_done;
+    pthread_mutex_unlock(&w->lock);
+    if (is_store_idle || g->n_resources >= IMP_GROUP_RESOURCES || g->bytes >= w->im->group_bytes)
+        worker_submit(w);
     return 0;
 }
 
@@ -978,7 +984,6 @@ static void bundle_start(struct imp_job *j, struct imp_worker *w, struct json_ob
         return;
     }
     *p = (struct imp_pending){.job = *j,
-                              .worker = w,
                               .arena = a,
                               .root = root,
                               .is_transaction = is_transaction,
@@ -1077,6 +1082,7 @@ static void import_json(struct imp_job *j, struct imp_worker *w, int attempt)
         report_diag(j, IMP_AT_FILE, 0, NULL, NULL, &d, rc);
         goto done;
     }
+    count_bytes(j, j->len); /* the time left is estimated from the bytes parsed */
     const char *rtype = jk_json_str(root, "resourceType");
     const char *btype = rtype && !strcmp(rtype, "Bundle") ? jk_json_str(root, "type") : NULL;
     if (btype && (!strcmp(btype, "transaction") || !strcmp(btype, "batch"))) {

@@ -315,12 +315,24 @@ struct dialect {
      * value comparisons leaves (type, id, param), which reads only that resource's rows.
      * PostgreSQL plans from statistics and needs no hint. */
     const char *no_index;
+    /* Whether to probe the conditions and choose the driving one (choose_driver). SQLite
+     * follows the query's shape; PostgreSQL's planner knows from its statistics which
+     * condition is selective and reorders the joins itself, so it gets the walking shape
+     * and one round trip fewer. */
+    int is_probing;
 };
 
 static const struct dialect dialects[] = {
-    {"sqlite", "+"},
-    {"postgresql", ""},
+    {"sqlite", "+", 1},
+    {"postgresql", "", 0},
 };
+
+static const struct dialect *dialect_of(jk_conn *c)
+{
+    for (size_t i = 0; i < sizeof dialects / sizeof dialects[0]; i++)
+        if (!strcmp(dialects[i].backend, jk_conn_backend(c))) return &dialects[i];
+    return &dialects[0];
+}
 
 struct sb {
     struct jk_buf b;
@@ -339,9 +351,7 @@ static void sb_init(struct sb *sb, struct jk_arena *a, jk_conn *c)
     jk_buf_init(&sb->b, MAX_SQL_BYTES);
     sb->a = a;
     sb->coll = jk_conn_collate_c(c);
-    sb->dl = &dialects[0];
-    for (size_t i = 0; i < sizeof dialects / sizeof dialects[0]; i++)
-        if (!strcmp(dialects[i].backend, jk_conn_backend(c))) sb->dl = &dialects[i];
+    sb->dl = dialect_of(c);
     sb->args = jk_arena_alloc(a, MAX_SQL_ARGS * sizeof *sb->args);
     if (!sb->args) sb->rc = JK_ENOMEM;
 }
@@ -1854,6 +1864,7 @@ static int rank(const struct cond *c)
 static jk_rc choose_driver(jk_conn *c, struct jk_search *q, int *driver)
 {
     *driver = -1;
+    if (!dialect_of(c)->is_probing) return JK_OK;
     int order[JK_SEARCH_MAX_PARAMS];
     size_t n = 0;
     for (size_t i = 0; i < q->n_conds; i++)

@@ -417,3 +417,37 @@ def test_capability_statement_lists_search_parameters(t):
     obs = {p["name"]: p["type"] for p in res["Observation"].get("searchParam", [])}
     expect_eq(obs.get("code-value-quantity"), "composite", "Observation code-value-quantity")
     expect_eq(obs.get("value-quantity"), "quantity", "Observation value-quantity")
+
+
+def test_include_fan_out_is_bounded(t):
+    """A patient with 1,005 observations: _revinclude brings 1,000 of them and says, in an
+    OperationOutcome entry, that the rest were left out."""
+    rid, _ = t.create({"resourceType": "Patient", "name": [{"family": uniq("fan")}]})
+    ids, errors = [], []
+    lock = threading.Lock()
+
+    def worker(count):
+        c = t.server.client()
+        try:
+            for _ in range(count):
+                r = c.request("POST", FHIR + "/Observation", {
+                    "resourceType": "Observation", "status": "final", "code": {"text": "fan"},
+                    "subject": {"reference": "Patient/" + rid}},
+                    {"Content-Type": "application/fhir+json"})
+                with lock:
+                    (ids if r.status == 201 else errors).append(r.status)
+        finally:
+            c.close()
+
+    ts = [threading.Thread(target=worker, args=(k,)) for k in (126,) * 7 + (123,)]
+    for th in ts:
+        th.start()
+    for th in ts:
+        th.join()
+    expect(not errors and len(ids) == 1005, "creating observations: %s" % sorted(set(errors)))
+    r = t.get("%s/Patient?_id=%s&_revinclude=Observation:subject" % (FHIR, rid))
+    b = expect_searchset(r, "_revinclude of 1,005")
+    expect_eq(len(entries(b, "match")), 1, "the patient")
+    expect_eq(len(entries(b, "include")), 1000, "included, at most 1000")
+    out = entries(b, "outcome")
+    expect(out and "left out" in json.dumps(out), "an outcome entry says some were left out")
