@@ -26,7 +26,7 @@ struct jk_sp {
     const char *code;          /* "name", "birthdate", "code-value-quantity" */
     const char *resource_type; /* "Patient"; "Resource" for _id, _lastUpdated, _tag, ... */
     enum jk_sp_type type;
-    const char *const *targets; /* reference: allowed target types, NULL-terminated */
+    const char *const *targets;    /* reference: allowed target types, NULL-terminated */
     const char *const *components; /* composite: codes of the component parameters (of the
                                     * same resource type), NULL-terminated */
 };
