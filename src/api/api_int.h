@@ -4,6 +4,7 @@
 
 #include "api/api.h"
 #include "core/buf.h"
+#include "store/resource.h"
 
 #define JK_FHIR_JSON "application/fhir+json; charset=utf-8"
 
@@ -15,6 +16,15 @@ jk_rc jk_api_send_buf(struct jk_http_req *rq, int status, struct jk_buf *b);
 
 /* Appends rq's diagnostics as an OperationOutcome; severity NULL picks error or fatal. */
 jk_rc jk_api_outcome_text(struct jk_http_req *rq, const char *severity, struct jk_buf *b);
+
+/* Checks shared by the handlers; each adds an issue and returns its rc on failure. */
+jk_rc jk_api_check_type(struct jk_http_req *rq, const char *type); /* R4 type: 404 */
+jk_rc jk_api_check_id(struct jk_http_req *rq, const char *id);     /* FHIR id: 400 */
+jk_rc jk_api_check_content_type(struct jk_http_req *rq);           /* FHIR JSON: 415 */
+jk_rc jk_api_if_match(struct jk_http_req *rq, int64_t *version);   /* 0 when absent */
+
+/* ETag and Last-Modified of r, and its Location when is_location. */
+void jk_api_version_headers(struct jk_http_req *rq, const struct jk_res *r, int is_location);
 
 /* JK_EMEDIA unless _format is absent or names JSON. */
 jk_rc jk_api_check_format(struct jk_http_req *rq);

@@ -17,67 +17,6 @@
 #define EVERYTHING_DEFAULT_COUNT 50
 #define EVERYTHING_MAX_COUNT     1000
 
-/* ---- helpers (the same checks as the single-resource handlers) ---- */
-
-static jk_rc check_type(struct jk_http_req *rq, const char *type)
-{
-    if (type && jk_fhir_is_resource_type(type, strlen(type))) return JK_OK;
-    return jk_diag_add(&rq->diag, JK_ENOTFOUND, "not-supported", NULL,
-                       "'%s' is not a FHIR R4 resource type", type ? type : "");
-}
-
-static jk_rc check_id(struct jk_http_req *rq, const char *id)
-{
-    if (id && jk_fhir_id_ok(id)) return JK_OK;
-    return jk_diag_add(&rq->diag, JK_EINVAL, "value", NULL,
-                       "'%s' is not a valid id (1 to 64 letters, digits, '-' or '.')",
-                       id ? id : "");
-}
-
-static jk_rc check_fhir_json(struct jk_http_req *rq)
-{
-    const char *ct = jk_http_header(rq, "Content-Type");
-    if (!ct || !strncasecmp(ct, "application/fhir+json", 21) ||
-        !strncasecmp(ct, "application/json", 16))
-        return JK_OK;
-    return jk_diag_add(&rq->diag, JK_EMEDIA, "not-supported", NULL,
-                       "Content-Type '%s' is not supported; send application/fhir+json", ct);
-}
-
-/* If-Match: W/"3" or "3". */
-static jk_rc if_match(struct jk_http_req *rq, int64_t *version)
-{
-    const char *h = jk_http_header(rq, "If-Match");
-    *version = 0;
-    if (!h) return JK_OK;
-    const char *p = h;
-    if (!strncmp(p, "W/", 2)) p += 2;
-    if (*p == '"') p++;
-    char *end;
-    long long v = strtoll(p, &end, 10);
-    if (*end == '"') end++;
-    if (end == p || *end || v <= 0)
-        return jk_diag_add(&rq->diag, JK_EINVAL, "value", NULL,
-                           "If-Match '%s' is not a version tag such as W/\"3\"", h);
-    *version = v;
-    return JK_OK;
-}
-
-/* ETag, Last-Modified and Location of a version just written. */
-static void version_headers(struct jk_http_req *rq, const struct jk_res *r)
-{
-    char etag[40], date[40];
-    int64_t ms;
-    snprintf(etag, sizeof etag, "W/\"%lld\"", (long long)r->version);
-    jk_http_add_header(rq, "ETag", etag);
-    if (!jk_time_parse_iso(r->last_updated, strlen(r->last_updated), &ms))
-        jk_http_add_header(rq, "Last-Modified", jk_time_http(ms, date, sizeof date));
-    const char *loc =
-        jk_arena_printf(rq->arena, "%s/fhir/R4/%s/%s/_history/%lld", jk_api_app(rq)->base_url,
-                        r->type, r->id, (long long)r->version);
-    if (loc) jk_http_add_header(rq, "Location", loc);
-}
-
 static jk_rc parse_json_body(struct jk_http_req *rq, struct json_object **out)
 {
     return jk_json_parse(rq->body, rq->body_len, &jk_api_app(rq)->json_limits, &rq->diag, out);
@@ -123,7 +62,7 @@ jk_rc jk_api_fhir_bundle(struct jk_http_req *rq)
 {
     struct jk_app *app = jk_api_app(rq);
     jk_rc rc;
-    if ((rc = jk_api_check_format(rq)) || (rc = check_fhir_json(rq))) return rc;
+    if ((rc = jk_api_check_format(rq)) || (rc = jk_api_check_content_type(rq))) return rc;
     struct json_object *bundle;
     if ((rc = parse_json_body(rq, &bundle))) return rc;
     const char *rt = jk_json_str(bundle, "resourceType");
@@ -186,7 +125,7 @@ static jk_rc patch_finish(struct jk_http_req *rq)
     jk_fhir_patch_release(p);
     if (pj->rc) return pj->rc;
     const struct jk_res *r = &p->w.out;
-    version_headers(rq, r);
+    jk_api_version_headers(rq, r, 1);
     const char *prefer = jk_http_header(rq, "Prefer");
     if (prefer && strstr(prefer, "return=minimal"))
         return jk_http_respond(rq, p->w.status, NULL, NULL, 0);
@@ -207,8 +146,8 @@ static jk_rc patch_common(struct jk_http_req *rq, int is_conditional)
     const char *type = jk_http_param(rq, "type"), *id = jk_http_param(rq, "id");
     const char *ct = jk_http_header(rq, "Content-Type");
     jk_rc rc;
-    if ((rc = jk_api_check_format(rq)) || (rc = check_type(rq, type))) return rc;
-    if (!is_conditional && (rc = check_id(rq, id))) return rc;
+    if ((rc = jk_api_check_format(rq)) || (rc = jk_api_check_type(rq, type))) return rc;
+    if (!is_conditional && (rc = jk_api_check_id(rq, id))) return rc;
     if (!ct || strncasecmp(ct, "application/json-patch+json", 27))
         return jk_diag_add(&rq->diag, JK_EMEDIA, "not-supported", NULL,
                            "PATCH takes a JSON Patch document with Content-Type "
@@ -222,7 +161,7 @@ static jk_rc patch_common(struct jk_http_req *rq, int is_conditional)
     p->arena = rq->arena;
     p->diag = &rq->diag;
     p->now_ms = jk_time_now_ms();
-    if ((rc = if_match(rq, &p->if_match))) return rc;
+    if ((rc = jk_api_if_match(rq, &p->if_match))) return rc;
     if (is_conditional) {
         const char **keys, **values;
         size_t n = jk_http_query(rq, &keys, &values), k = 0;
@@ -303,9 +242,10 @@ jk_rc jk_api_fhir_validate(struct jk_http_req *rq)
 {
     const char *type = jk_http_param(rq, "type"), *id = jk_http_param(rq, "id");
     jk_rc rc;
-    if ((rc = jk_api_check_format(rq)) || (rc = check_type(rq, type)) || (rc = check_fhir_json(rq)))
+    if ((rc = jk_api_check_format(rq)) || (rc = jk_api_check_type(rq, type)) ||
+        (rc = jk_api_check_content_type(rq)))
         return rc;
-    if (id && (rc = check_id(rq, id))) return rc;
+    if (id && (rc = jk_api_check_id(rq, id))) return rc;
     const char *mode_q = jk_http_query_get(rq, "mode");
     struct json_object *body = NULL, *res;
     const char *mode;
@@ -416,8 +356,8 @@ static jk_rc meta_target(struct jk_http_req *rq, struct jk_fhir_meta_change *m)
     m->arena = rq->arena;
     m->diag = &rq->diag;
     jk_rc rc;
-    if ((rc = jk_api_check_format(rq)) || (rc = check_type(rq, m->type)) ||
-        (rc = check_id(rq, m->id)))
+    if ((rc = jk_api_check_format(rq)) || (rc = jk_api_check_type(rq, m->type)) ||
+        (rc = jk_api_check_id(rq, m->id)))
         return rc;
     if (vid) {
         char *end;
@@ -448,7 +388,8 @@ static jk_rc meta_change(struct jk_http_req *rq, enum jk_fhir_meta_op op)
     if (!mj) return JK_ENOMEM;
     mj->m.op = op;
     jk_rc rc = meta_target(rq, &mj->m);
-    if (rc || (rc = check_fhir_json(rq)) || (rc = parse_json_body(rq, &mj->params))) return rc;
+    if (rc || (rc = jk_api_check_content_type(rq)) || (rc = parse_json_body(rq, &mj->params)))
+        return rc;
     struct json_object *params, *meta = NULL;
     const char *rt = jk_json_str(mj->params, "resourceType");
     if (!rt || strcmp(rt, "Parameters")) {
@@ -515,7 +456,7 @@ jk_rc jk_api_fhir_everything(struct jk_http_req *rq)
     struct jk_app *app = jk_api_app(rq);
     const char *id = jk_http_param(rq, "id");
     jk_rc rc;
-    if ((rc = jk_api_check_format(rq)) || (rc = check_id(rq, id))) return rc;
+    if ((rc = jk_api_check_format(rq)) || (rc = jk_api_check_id(rq, id))) return rc;
     struct jk_everything_req q;
     memset(&q, 0, sizeof q);
     q.patient_id = id;

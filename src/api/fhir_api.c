@@ -27,14 +27,14 @@ jk_rc jk_api_check_format(struct jk_http_req *rq)
                        f);
 }
 
-static jk_rc check_type(struct jk_http_req *rq, const char *type)
+jk_rc jk_api_check_type(struct jk_http_req *rq, const char *type)
 {
     if (type && jk_fhir_is_resource_type(type, strlen(type))) return JK_OK;
     return jk_diag_add(&rq->diag, JK_ENOTFOUND, "not-supported", NULL,
                        "'%s' is not a FHIR R4 resource type", type ? type : "");
 }
 
-static jk_rc check_id(struct jk_http_req *rq, const char *id)
+jk_rc jk_api_check_id(struct jk_http_req *rq, const char *id)
 {
     if (id && jk_fhir_id_ok(id)) return JK_OK;
     return jk_diag_add(&rq->diag, JK_EINVAL, "value", NULL,
@@ -43,7 +43,7 @@ static jk_rc check_id(struct jk_http_req *rq, const char *id)
 }
 
 /* Adds ETag, Last-Modified and (for writes) Location for r. */
-static void version_headers(struct jk_http_req *rq, const struct jk_res *r, int is_location)
+void jk_api_version_headers(struct jk_http_req *rq, const struct jk_res *r, int is_location)
 {
     char etag[40], date[40];
     int64_t ms;
@@ -61,7 +61,7 @@ static void version_headers(struct jk_http_req *rq, const struct jk_res *r, int 
 
 static jk_rc send_resource(struct jk_http_req *rq, int status, const struct jk_res *r)
 {
-    version_headers(rq, r, 0);
+    jk_api_version_headers(rq, r, 0);
     return jk_http_respond(rq, status, JK_FHIR_JSON, r->body, r->body_len);
 }
 
@@ -69,7 +69,8 @@ static jk_rc read_common(struct jk_http_req *rq, int is_vread)
 {
     const char *type = jk_http_param(rq, "type"), *id = jk_http_param(rq, "id");
     jk_rc rc;
-    if ((rc = jk_api_check_format(rq)) || (rc = check_type(rq, type)) || (rc = check_id(rq, id)))
+    if ((rc = jk_api_check_format(rq)) || (rc = jk_api_check_type(rq, type)) ||
+        (rc = jk_api_check_id(rq, id)))
         return rc;
     int64_t vid = 0;
     if (is_vread) {
@@ -89,7 +90,7 @@ static jk_rc read_common(struct jk_http_req *rq, int is_vread)
         return jk_diag_add(&rq->diag, rc, "not-found", NULL, "%s/%s%s%s is not known", type, id,
                            is_vread ? "/_history/" : "", is_vread ? jk_http_param(rq, "vid") : "");
     if (rc == JK_EGONE) {
-        version_headers(rq, &r, 0);
+        jk_api_version_headers(rq, &r, 0);
         return jk_diag_add(&rq->diag, rc, "deleted", NULL, "%s/%s was deleted", type, id);
     }
     return rc ? rc : send_resource(rq, 200, &r);
@@ -128,7 +129,7 @@ static jk_rc write_finish(struct jk_http_req *rq)
     w->res = NULL;
     if (job->rc) return job->rc;
     if (w->status == 204) return jk_http_respond(rq, 204, NULL, NULL, 0);
-    version_headers(rq, &w->out, 1);
+    jk_api_version_headers(rq, &w->out, 1);
     const char *prefer = jk_http_header(rq, "Prefer");
     if (prefer && strstr(prefer, "return=minimal"))
         return jk_http_respond(rq, w->status, NULL, NULL, 0);
@@ -163,7 +164,7 @@ static jk_rc submit(struct jk_http_req *rq, struct write_job *job)
     return JK_OK;
 }
 
-static jk_rc check_content_type(struct jk_http_req *rq)
+jk_rc jk_api_check_content_type(struct jk_http_req *rq)
 {
     const char *ct = jk_http_header(rq, "Content-Type");
     if (!ct || !strncasecmp(ct, "application/fhir+json", 21) ||
@@ -179,8 +180,8 @@ static jk_rc parse_resource(struct jk_http_req *rq, const char *type, struct jso
     struct jk_app *app = jk_api_app(rq);
     jk_rc rc;
     *out = NULL;
-    if ((rc = jk_api_check_format(rq)) || (rc = check_type(rq, type)) ||
-        (rc = check_content_type(rq)))
+    if ((rc = jk_api_check_format(rq)) || (rc = jk_api_check_type(rq, type)) ||
+        (rc = jk_api_check_content_type(rq)))
         return rc;
     struct json_object *res;
     if ((rc = jk_json_parse(rq->body, rq->body_len, &app->json_limits, &rq->diag, &res))) return rc;
@@ -210,7 +211,7 @@ static jk_rc parse_resource(struct jk_http_req *rq, const char *type, struct jso
 }
 
 /* Reads If-Match: W/"3" or "3". */
-static jk_rc if_match(struct jk_http_req *rq, int64_t *version)
+jk_rc jk_api_if_match(struct jk_http_req *rq, int64_t *version)
 {
     const char *h = jk_http_header(rq, "If-Match");
     *version = 0;
@@ -275,7 +276,7 @@ static jk_rc update_common(struct jk_http_req *rq, int is_conditional)
     const char *type = jk_http_param(rq, "type"), *id = jk_http_param(rq, "id");
     struct json_object *res;
     jk_rc rc;
-    if (!is_conditional && (rc = check_id(rq, id))) return rc;
+    if (!is_conditional && (rc = jk_api_check_id(rq, id))) return rc;
     if ((rc = parse_resource(rq, type, &res))) return rc;
     const char *body_id = jk_json_str(res, "id");
     struct write_job *job = new_job(rq, JK_FHIR_UPDATE, type);
@@ -288,7 +289,7 @@ static jk_rc update_common(struct jk_http_req *rq, int is_conditional)
     } else if (!is_conditional && strcmp(body_id, id)) {
         rc = jk_diag_add(&rq->diag, JK_EINVAL, "invalid", "id",
                          "the resource id '%s' differs from the id in the URL ('%s')", body_id, id);
-    } else if (!(rc = if_match(rq, &job->w.if_match)) && is_conditional) {
+    } else if (!(rc = jk_api_if_match(rq, &job->w.if_match)) && is_conditional) {
         rc = criteria(rq, NULL, (struct jk_fhir_criteria **)&job->w.cond);
     }
     if (rc) {
@@ -314,11 +315,11 @@ static jk_rc delete_common(struct jk_http_req *rq, int is_conditional)
 {
     const char *type = jk_http_param(rq, "type"), *id = jk_http_param(rq, "id");
     jk_rc rc;
-    if ((rc = check_type(rq, type))) return rc;
-    if (!is_conditional && (rc = check_id(rq, id))) return rc;
+    if ((rc = jk_api_check_type(rq, type))) return rc;
+    if (!is_conditional && (rc = jk_api_check_id(rq, id))) return rc;
     struct write_job *job = new_job(rq, JK_FHIR_DELETE, type);
     if (!job) return JK_ENOMEM;
-    if ((rc = if_match(rq, &job->w.if_match))) return rc;
+    if ((rc = jk_api_if_match(rq, &job->w.if_match))) return rc;
     if (is_conditional && (rc = criteria(rq, NULL, (struct jk_fhir_criteria **)&job->w.cond)))
         return rc;
     job->w.id = is_conditional ? NULL : id;
@@ -373,8 +374,8 @@ jk_rc jk_api_fhir_history(struct jk_http_req *rq)
     const char *type = jk_http_param(rq, "type"), *id = jk_http_param(rq, "id");
     jk_rc rc;
     if ((rc = jk_api_check_format(rq))) return rc;
-    if (type && (rc = check_type(rq, type))) return rc;
-    if (id && (rc = check_id(rq, id))) return rc;
+    if (type && (rc = jk_api_check_type(rq, type))) return rc;
+    if (id && (rc = jk_api_check_id(rq, id))) return rc;
     const char *count_s = jk_http_query_get(rq, "_count");
     const char *since = jk_http_query_get(rq, "_since");
     const char *before_s = jk_http_query_get(rq, "_before_seq");
