@@ -342,13 +342,6 @@ static jk_rc sq_start(jk_store *st)
     pthread_mutex_init(&w->lock, NULL);
     pthread_cond_init(&w->cond, NULL);
     w->conn = (struct sq_conn *)jk_store_conn_new(st);
-    /* The writer touches index pages all over the file: a larger cache keeps them in memory
-     * across commits, and checkpointing less often copies each page back fewer times. */
-    if (w->conn && sq_exec((jk_conn *)w->conn, "PRAGMA cache_size=-65536;"
-                                               " PRAGMA wal_autocheckpoint=8192")) {
-        free(w);
-        return JK_EDB;
-    }
     if (!w->conn || pthread_create(&w->thread, NULL, writer_main, w)) {
         free(w);
         return JK_EDB;
