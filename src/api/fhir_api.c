@@ -216,13 +216,8 @@ jk_rc jk_api_if_match(struct jk_http_req *rq, int64_t *version)
     const char *h = jk_http_header(rq, "If-Match");
     *version = 0;
     if (!h) return JK_OK;
-    const char *p = h;
-    if (!strncmp(p, "W/", 2)) p += 2;
-    if (*p == '"') p++;
-    char *end;
-    long long v = strtoll(p, &end, 10);
-    if (*end == '"') end++;
-    if (end == p || *end || v <= 0)
+    int64_t v = jk_fhir_parse_etag(h);
+    if (v < 0)
         return jk_diag_add(&rq->diag, JK_EINVAL, "value", NULL,
                            "If-Match '%s' is not a version tag such as W/\"3\"", h);
     *version = v;

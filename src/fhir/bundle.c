@@ -271,18 +271,6 @@ static char *base64_decode(struct jk_arena *a, const char *s, size_t n, size_t *
     return out;
 }
 
-/* "W/\"3\"" or "3" -> 3; -1 when it is not a version tag. */
-static int64_t parse_etag(const char *h)
-{
-    const char *p = h;
-    if (!strncmp(p, "W/", 2)) p += 2;
-    if (*p == '"') p++;
-    char *end;
-    long long v = strtoll(p, &end, 10);
-    if (*end == '"') end++;
-    return end == p || *end || v <= 0 ? -1 : v;
-}
-
 static jk_rc put_str(struct jk_buf *b, const char *s)
 {
     jk_rc rc = jk_buf_puts(b, "\"");
@@ -456,7 +444,7 @@ static jk_rc parse_entry(struct jk_bundle_job *job, struct entry *e, struct json
             return entry_fail(job, e, JK_EINVAL, "not-supported", ".request.ifMatch",
                               "request.ifMatch applies to PUT, PATCH and DELETE, not %s",
                               method_names[e->method]);
-        if ((e->if_match = parse_etag(im)) < 0)
+        if ((e->if_match = jk_fhir_parse_etag(im)) < 0)
             return entry_fail(job, e, JK_EINVAL, "value", ".request.ifMatch",
                               "request.ifMatch '%s' is not a version tag such as W/\"3\"", im);
     }

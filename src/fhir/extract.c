@@ -9,6 +9,7 @@
 
 #include "core/arena.h"
 #include "fhir/model.h"
+#include "fhir/rest.h"
 #include "fhir/searchparam.h"
 #include "fhir/searchparam_int.h"
 
@@ -382,18 +383,6 @@ static int is_resource_type(const char *s, size_t n)
     return t && t->kind == JK_FHIR_RESOURCE && !t->is_abstract;
 }
 
-static int is_id(const char *s, size_t n)
-{
-    if (n == 0 || n > 64) return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '.'))
-            return 0;
-    }
-    return 1;
-}
-
 /* The target type and id of a reference written as Type/id, Type/id/_history/v or an absolute
  * URL ending in one of those. 0 when it is none of them (urn:uuid:, a query, a canonical). */
 static int parse_ref(const char *s, size_t n, const char **type, size_t *type_n, const char **id,
@@ -413,7 +402,8 @@ static int parse_ref(const char *s, size_t n, const char **type, size_t *type_n,
     size_t tstart = slash - 1;
     while (tstart > 0 && s[tstart - 1] != '/')
         tstart--;
-    if (!is_id(s + slash, end - slash) || !is_resource_type(s + tstart, slash - 1 - tstart))
+    if (!jk_fhir_id_okn(s + slash, end - slash) ||
+        !is_resource_type(s + tstart, slash - 1 - tstart))
         return 0;
     if (tstart > 0 && !memchr(s, ':', tstart)) return 0; /* relative: exactly Type/id */
     *type = s + tstart;

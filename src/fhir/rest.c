@@ -3,6 +3,7 @@
 #include "fhir/rest.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 
@@ -15,11 +16,10 @@
 /* A conditional write needs to tell no match, one match and several apart: two is enough. */
 #define MAX_MATCHES 2
 
-int jk_fhir_id_ok(const char *s)
+int jk_fhir_id_okn(const char *s, size_t n)
 {
-    size_t n = strlen(s);
     /* "." and ".." match the id pattern but are path segments no URL can address. */
-    if (n == 0 || n > 64 || !strcmp(s, ".") || !strcmp(s, "..")) return 0;
+    if (n == 0 || n > 64 || (s[0] == '.' && (n == 1 || (n == 2 && s[1] == '.')))) return 0;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
         if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
@@ -27,6 +27,22 @@ int jk_fhir_id_ok(const char *s)
             return 0;
     }
     return 1;
+}
+
+int jk_fhir_id_ok(const char *s)
+{
+    return jk_fhir_id_okn(s, strlen(s));
+}
+
+int64_t jk_fhir_parse_etag(const char *h)
+{
+    const char *p = h;
+    if (!strncmp(p, "W/", 2)) p += 2;
+    if (*p == '"') p++;
+    char *end;
+    long long v = strtoll(p, &end, 10);
+    if (*end == '"') end++;
+    return end == p || *end || v <= 0 ? -1 : v;
 }
 
 const char *jk_fhir_new_id(struct jk_arena *a)

@@ -57,7 +57,11 @@ jk_rc jk_fhir_write_tx(jk_conn *c, void *w);
 /* A new server-assigned id (a time-ordered UUID, version 7) in the arena. */
 const char *jk_fhir_new_id(struct jk_arena *a);
 
-/* Whether s is a valid FHIR id: [A-Za-z0-9-.]{1,64}. */
+/* Whether s (or s[0..n)) is a valid FHIR id: [A-Za-z0-9-.]{1,64}, but not "." or "..". */
 int jk_fhir_id_ok(const char *s);
+int jk_fhir_id_okn(const char *s, size_t n);
+
+/* The version in an ETag or If-Match value (W/"3" or "3"), or -1 when it is not one. */
+int64_t jk_fhir_parse_etag(const char *h);
 
 #endif
