@@ -1,6 +1,7 @@
 /* pg.c - the PostgreSQL backend: libpq, one connection per thread, each transaction run on
  * the calling thread's connection, statements prepared server-side once per connection. */
 #include <libpq-fe.h>
+#include <pthread.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -632,19 +633,84 @@ static const char *pg_errmsg(jk_conn *jc)
     return c->errmsg[0] ? c->errmsg : "no error";
 }
 
+/* Transactions run on a small pool of threads, each with its own connection, so a request
+ * thread never waits for the database and PostgreSQL sees several transactions at once (its
+ * WAL flushes group their commits). */
+#define PG_WRITERS 8
+
+struct pg_job {
+    jk_tx_fn fn;
+    void *arg;
+    void (*done)(void *, jk_rc);
+    void *done_arg;
+    struct pg_job *next;
+};
+
+struct pg_pool {
+    jk_store *st;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct pg_job *head, *tail;
+    int is_stopping;
+    int n_threads;
+    pthread_t threads[PG_WRITERS];
+};
+
+static void pg_run_tx(struct pg_conn *c, jk_tx_fn fn, void *arg, void (*done)(void *, jk_rc),
+                      void *done_arg);
+
+static void *pool_main(void *arg)
+{
+    struct pg_pool *pool = arg;
+    for (;;) {
+        pthread_mutex_lock(&pool->lock);
+        while (!pool->head && !pool->is_stopping)
+            pthread_cond_wait(&pool->cond, &pool->lock);
+        struct pg_job *j = pool->head;
+        if (j) {
+            pool->head = j->next;
+            if (!pool->head) pool->tail = NULL;
+        }
+        pthread_mutex_unlock(&pool->lock);
+        if (!j) return NULL;
+        pg_run_tx((struct pg_conn *)jk_store_conn(pool->st), j->fn, j->arg, j->done, j->done_arg);
+        free(j);
+    }
+}
+
 static jk_rc pg_start(jk_store *st)
 {
-    (void)st;
     if (!PQisthreadsafe()) {
         jk_log_error("pg", "this libpq is not thread-safe");
         return JK_EDB;
     }
-    return JK_OK;
+    struct pg_pool *pool = calloc(1, sizeof *pool);
+    if (!pool) return JK_ENOMEM;
+    pool->st = st;
+    pthread_mutex_init(&pool->lock, NULL);
+    pthread_cond_init(&pool->cond, NULL);
+    st->be_state = pool;
+    while (pool->n_threads < PG_WRITERS &&
+           !pthread_create(&pool->threads[pool->n_threads], NULL, pool_main, pool))
+        pool->n_threads++;
+    return pool->n_threads ? JK_OK : JK_EINTERNAL;
 }
 
+/* Lets queued transactions finish, then stops the pool. */
 static void pg_stop(jk_store *st)
 {
-    (void)st;
+    struct pg_pool *pool = st->be_state;
+    if (!pool) return;
+    pthread_mutex_lock(&pool->lock);
+    pool->is_stopping = 1;
+    pthread_cond_broadcast(&pool->cond);
+    pthread_mutex_unlock(&pool->lock);
+    for (int i = 0; i < pool->n_threads; i++)
+        pthread_join(pool->threads[i], NULL);
+    pthread_cond_destroy(&pool->cond);
+    pthread_mutex_destroy(&pool->lock);
+    free(pool);
+    st->be_state = NULL;
 }
 
 /* COMMIT, or ROLLBACK when rc says so. A COMMIT of a transaction that a failed statement
@@ -669,19 +735,11 @@ static jk_rc pg_finish_tx(struct pg_conn *c, jk_rc rc)
     return rc;
 }
 
-/* Runs the transaction at once on the calling thread's connection: PostgreSQL gives every
- * connection its own transaction, so there is nothing to queue. */
-static void pg_tx_async(jk_store *st, jk_tx_fn fn, void *arg, void (*done)(void *, jk_rc),
-                        void *done_arg)
+/* Runs one transaction on c (a pool thread's connection) and reports it. */
+static void pg_run_tx(struct pg_conn *c, jk_tx_fn fn, void *arg, void (*done)(void *, jk_rc),
+                      void *done_arg)
 {
-    struct pg_conn *c = (struct pg_conn *)jk_store_conn(st);
-    jk_rc rc = c ? JK_OK : JK_EDB;
-    if (c && c->in_tx) {
-        /* The outer COMMIT would be ours; SQLite would deadlock. A programming error. */
-        jk_log_error("pg", "a transaction was started inside another one");
-        rc = JK_EINTERNAL;
-    }
-    if (!rc) rc = pg_ensure_conn(c);
+    jk_rc rc = c ? pg_ensure_conn(c) : JK_EDB;
     if (!rc) rc = pg_run(c, "BEGIN", "begin");
     /* A server restart is noticed only when the connection is next used: nothing has run
      * yet, so reconnect once and begin again. */
@@ -695,6 +753,34 @@ static void pg_tx_async(jk_store *st, jk_tx_fn fn, void *arg, void (*done)(void 
         c->in_tx = 0;
     }
     done(done_arg, rc);
+}
+
+static void pg_tx_async(jk_store *st, jk_tx_fn fn, void *arg, void (*done)(void *, jk_rc),
+                        void *done_arg)
+{
+    struct pg_pool *pool = st->be_state;
+    struct pg_conn *self = pthread_getspecific(st->conn_key);
+    if (self && self->in_tx) {
+        /* Called from inside a transaction body: it would wait for a pool thread that may be
+         * the caller itself. A programming error. */
+        jk_log_error("pg", "a transaction was started inside another one");
+        done(done_arg, JK_EINTERNAL);
+        return;
+    }
+    struct pg_job *j = malloc(sizeof *j);
+    if (!j) {
+        done(done_arg, JK_ENOMEM);
+        return;
+    }
+    *j = (struct pg_job){fn, arg, done, done_arg, NULL};
+    pthread_mutex_lock(&pool->lock);
+    if (pool->tail)
+        pool->tail->next = j;
+    else
+        pool->head = j;
+    pool->tail = j;
+    pthread_cond_signal(&pool->cond);
+    pthread_mutex_unlock(&pool->lock);
 }
 
 const struct jk_backend jk_pg_backend = {
