@@ -527,11 +527,29 @@ static jk_rc verify_head(jk_conn *c, int64_t *ckpt_seq)
     return rc;
 }
 
+static jk_rc verify_snapshot(jk_store *st, const jk_sm2 *key, struct jk_audit_report *rep,
+                             jk_conn *c);
+
+/* Verifies inside one read-only snapshot, so that records and checkpoints committed while
+ * it reads can never look like a gap. */
 jk_rc jk_audit_verify(jk_store *st, const jk_sm2 *key, struct jk_audit_report *rep)
 {
     memset(rep, 0, sizeof *rep);
     jk_conn *c = jk_store_conn(st);
     if (!c) return JK_EDB;
+    int is_pg = !strcmp(jk_conn_backend(c), "postgresql");
+    jk_rc rc = jk_conn_exec(c, is_pg ? "START TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"
+                                     : "BEGIN");
+    if (rc) return rc;
+    rc = verify_snapshot(st, key, rep, c);
+    jk_rc end = jk_conn_exec(c, "COMMIT");
+    return rc ? rc : end;
+}
+
+static jk_rc verify_snapshot(jk_store *st, const jk_sm2 *key, struct jk_audit_report *rep,
+                             jk_conn *c)
+{
+    (void)st;
     struct walk w = {.c = c, .key = key, .rep = rep, .expect = 1};
     jk_rc rc = verify_head(c, &w.head_ckpt_seq);
     if (!rc) rc = ckpt_next(c, 0, &w.ckpt);
