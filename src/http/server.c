@@ -39,6 +39,7 @@ struct jk_http_server {
     uint64_t id_prefix;
     uint64_t n_requests; /* for request ids */
     int64_t n_active;
+    int is_stopping; /* new requests get 503 instead of work that might outlive the daemon */
     struct route_metrics *metrics; /* n_routes + 1 (unmatched) */
 };
 
@@ -387,9 +388,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->t_start_us = jk_time_mono_us();
         pthread_mutex_init(&r->lock, NULL);
         jk_buf_init(&r->body, srv->cfg.limits.max_body_bytes);
-        __atomic_add_fetch(&srv->n_active, 1, __ATOMIC_RELAXED);
+        /* Counted before the stopping check: jk_http_stop sets the flag, then waits for the
+         * count, so a request either is waited for or sees the flag. */
+        __atomic_add_fetch(&srv->n_active, 1, __ATOMIC_SEQ_CST);
         *con_cls = r;
-        check_limits(r);
+        if (__atomic_load_n(&srv->is_stopping, __ATOMIC_SEQ_CST)) {
+            r->early_status = 503;
+            r->early_rc = jk_diag_add(&r->pub.diag, JK_EINVAL, "transient", NULL,
+                                      "the server is shutting down; try again in a moment");
+        } else {
+            check_limits(r);
+        }
         if (r->early_rc) { /* answer now; the library closes instead of reading the body */
             fail(r, r->early_rc);
             if (r->early_status) r->status = r->early_status;
@@ -548,10 +557,11 @@ uint16_t jk_http_port(const struct jk_http_server *s)
 void jk_http_stop(struct jk_http_server *s, int grace_ms)
 {
     if (!s) return;
+    __atomic_store_n(&s->is_stopping, 1, __ATOMIC_SEQ_CST);
     MHD_socket fd = MHD_quiesce_daemon(s->daemon);
     if (fd != MHD_INVALID_SOCKET) close(fd);
     for (int waited = 0; waited < grace_ms; waited += 10) {
-        if (__atomic_load_n(&s->n_active, __ATOMIC_RELAXED) == 0) break;
+        if (__atomic_load_n(&s->n_active, __ATOMIC_SEQ_CST) == 0) break;
         usleep(10000);
     }
     MHD_stop_daemon(s->daemon);
