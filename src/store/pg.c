@@ -45,8 +45,7 @@ struct pg_stmt {
 struct pg_conn {
     struct jk_conn_base base;
     PGconn *pg;
-    struct pg_stmt **cache; /* open addressing on the sql pointer */
-    size_t cache_cap, cache_n;
+    struct jk_stmt_cache cache;
     unsigned n_named; /* statement names handed out */
     unsigned gen;     /* bumped when PQreset dropped the server-side statements */
     int in_tx;
@@ -250,12 +249,15 @@ static void stmt_free(struct pg_stmt *s)
     free(s);
 }
 
+static void stmt_release(jk_stmt *s)
+{
+    stmt_free((struct pg_stmt *)s);
+}
+
 static void pg_conn_close(jk_conn *jc)
 {
     struct pg_conn *c = (struct pg_conn *)jc;
-    for (size_t i = 0; i < c->cache_cap; i++)
-        stmt_free(c->cache[i]);
-    free(c->cache);
+    jk_stmt_cache_clear(&c->cache, stmt_release);
     PQfinish(c->pg);
     free(c);
 }
@@ -356,50 +358,12 @@ static jk_rc stmt_server_prepare(struct pg_conn *c, struct pg_stmt *s)
     return JK_OK;
 }
 
-static size_t ptr_hash(const void *p, size_t cap)
-{
-    return (size_t)(((uintptr_t)p >> 3) * 0x9E3779B97F4A7C15ull) & (cap - 1);
-}
-
-static jk_rc cache_insert(struct pg_conn *c, struct pg_stmt *s)
-{
-    if ((c->cache_n + 1) * 2 > c->cache_cap) {
-        size_t cap = c->cache_cap ? c->cache_cap * 2 : 64;
-        struct pg_stmt **nc = calloc(cap, sizeof *nc);
-        if (!nc) return JK_ENOMEM;
-        for (size_t i = 0; i < c->cache_cap; i++) {
-            if (!c->cache[i]) continue;
-            size_t h = ptr_hash(c->cache[i]->sql, cap);
-            while (nc[h])
-                h = (h + 1) & (cap - 1);
-            nc[h] = c->cache[i];
-        }
-        free(c->cache);
-        c->cache = nc;
-        c->cache_cap = cap;
-    }
-    size_t h = ptr_hash(s->sql, c->cache_cap);
-    while (c->cache[h])
-        h = (h + 1) & (c->cache_cap - 1);
-    c->cache[h] = s;
-    c->cache_n++;
-    return JK_OK;
-}
-
-static struct pg_stmt *cache_find(struct pg_conn *c, const char *sql)
-{
-    if (!c->cache_cap) return NULL;
-    for (size_t h = ptr_hash(sql, c->cache_cap); c->cache[h]; h = (h + 1) & (c->cache_cap - 1))
-        if (c->cache[h]->sql == sql) return c->cache[h];
-    return NULL;
-}
-
 static jk_rc pg_prepare(jk_conn *jc, const char *sql, jk_stmt **out)
 {
     struct pg_conn *c = (struct pg_conn *)jc;
     jk_rc rc = pg_ensure_conn(c);
     if (rc) return rc;
-    struct pg_stmt *s = cache_find(c, sql);
+    struct pg_stmt *s = (struct pg_stmt *)jk_stmt_cache_find(&c->cache, sql);
     if (s) {
         stmt_clear(s);
         if (s->gen != c->gen && (rc = stmt_server_prepare(c, s))) return rc;
@@ -427,7 +391,7 @@ static jk_rc pg_prepare(jk_conn *jc, const char *sql, jk_stmt **out)
     if (!s->is_textlike || !s->values || !s->lengths || !s->formats || !s->owned || !s->nums)
         rc = JK_ENOMEM;
     if (!rc) rc = stmt_server_prepare(c, s);
-    if (!rc) rc = cache_insert(c, s);
+    if (!rc) rc = jk_stmt_cache_put(&c->cache, sql, (jk_stmt *)s);
     if (rc) {
         stmt_free(s); /* a statement prepared on the server stays there unused: harmless */
         return rc;

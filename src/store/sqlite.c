@@ -20,8 +20,7 @@ struct sq_stmt {
 struct sq_conn {
     struct jk_conn_base base;
     sqlite3 *db;
-    struct sq_stmt **cache; /* open addressing on the sql pointer */
-    size_t cache_cap, cache_n;
+    struct jk_stmt_cache cache;
 };
 
 struct sq_job {
@@ -79,15 +78,17 @@ static jk_rc sq_conn_open(jk_store *st, jk_conn **out, char *err, size_t errlen)
     return JK_OK;
 }
 
+static void stmt_release(jk_stmt *js)
+{
+    struct sq_stmt *s = (struct sq_stmt *)js;
+    sqlite3_finalize(s->st);
+    free(s);
+}
+
 static void sq_conn_close(jk_conn *jc)
 {
     struct sq_conn *c = (struct sq_conn *)jc;
-    for (size_t i = 0; i < c->cache_cap; i++) {
-        if (!c->cache[i]) continue;
-        sqlite3_finalize(c->cache[i]->st);
-        free(c->cache[i]);
-    }
-    free(c->cache);
+    jk_stmt_cache_clear(&c->cache, stmt_release);
     sqlite3_close(c->db);
     free(c);
 }
@@ -105,52 +106,17 @@ static jk_rc sq_exec(jk_conn *jc, const char *sql)
     return JK_OK;
 }
 
-static size_t ptr_hash(const void *p, size_t cap)
-{
-    return (size_t)(((uintptr_t)p >> 3) * 0x9E3779B97F4A7C15ull) & (cap - 1);
-}
-
-static jk_rc cache_insert(struct sq_conn *c, struct sq_stmt *s)
-{
-    if ((c->cache_n + 1) * 2 > c->cache_cap) {
-        size_t cap = c->cache_cap ? c->cache_cap * 2 : 64;
-        struct sq_stmt **nc = calloc(cap, sizeof *nc);
-        if (!nc) return JK_ENOMEM;
-        for (size_t i = 0; i < c->cache_cap; i++) {
-            if (!c->cache[i]) continue;
-            size_t h = ptr_hash(c->cache[i]->sql, cap);
-            while (nc[h])
-                h = (h + 1) & (cap - 1);
-            nc[h] = c->cache[i];
-        }
-        free(c->cache);
-        c->cache = nc;
-        c->cache_cap = cap;
-    }
-    size_t h = ptr_hash(s->sql, c->cache_cap);
-    while (c->cache[h])
-        h = (h + 1) & (c->cache_cap - 1);
-    c->cache[h] = s;
-    c->cache_n++;
-    return JK_OK;
-}
-
 static jk_rc sq_prepare(jk_conn *jc, const char *sql, jk_stmt **out)
 {
     struct sq_conn *c = (struct sq_conn *)jc;
-    if (c->cache_cap) {
-        size_t h = ptr_hash(sql, c->cache_cap);
-        while (c->cache[h]) {
-            if (c->cache[h]->sql == sql) {
-                sqlite3_reset(c->cache[h]->st);
-                sqlite3_clear_bindings(c->cache[h]->st);
-                *out = (jk_stmt *)c->cache[h];
-                return JK_OK;
-            }
-            h = (h + 1) & (c->cache_cap - 1);
-        }
+    struct sq_stmt *s = (struct sq_stmt *)jk_stmt_cache_find(&c->cache, sql);
+    if (s) {
+        sqlite3_reset(s->st);
+        sqlite3_clear_bindings(s->st);
+        *out = (jk_stmt *)s;
+        return JK_OK;
     }
-    struct sq_stmt *s = calloc(1, sizeof *s);
+    s = calloc(1, sizeof *s);
     if (!s) return JK_ENOMEM;
     s->base.c = jc;
     s->sql = sql;
@@ -159,10 +125,9 @@ static jk_rc sq_prepare(jk_conn *jc, const char *sql, jk_stmt **out)
         free(s);
         return JK_EDB;
     }
-    jk_rc rc = cache_insert(c, s);
+    jk_rc rc = jk_stmt_cache_put(&c->cache, sql, (jk_stmt *)s);
     if (rc) {
-        sqlite3_finalize(s->st);
-        free(s);
+        stmt_release((jk_stmt *)s);
         return rc;
     }
     *out = (jk_stmt *)s;

@@ -2,6 +2,7 @@
  * that forwards to the backend. */
 #include "store/store.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -244,6 +245,52 @@ void jk_store_track_conn(jk_store *st, struct jk_conn_base *b)
     b->next_open = st->conns;
     st->conns = b;
     pthread_mutex_unlock(&st->conns_lock);
+}
+
+static size_t ptr_hash(const void *p, size_t cap)
+{
+    return (size_t)(((uintptr_t)p >> 3) * 0x9E3779B97F4A7C15ull) & (cap - 1);
+}
+
+jk_stmt *jk_stmt_cache_find(const struct jk_stmt_cache *k, const char *sql)
+{
+    if (!k->cap) return NULL;
+    for (size_t h = ptr_hash(sql, k->cap); k->slots[h].sql; h = (h + 1) & (k->cap - 1))
+        if (k->slots[h].sql == sql) return k->slots[h].stmt;
+    return NULL;
+}
+
+jk_rc jk_stmt_cache_put(struct jk_stmt_cache *k, const char *sql, jk_stmt *stmt)
+{
+    if ((k->n + 1) * 2 > k->cap) {
+        size_t cap = k->cap ? k->cap * 2 : 64;
+        struct jk_stmt_slot *slots = calloc(cap, sizeof *slots);
+        if (!slots) return JK_ENOMEM;
+        for (size_t i = 0; i < k->cap; i++) {
+            if (!k->slots[i].sql) continue;
+            size_t h = ptr_hash(k->slots[i].sql, cap);
+            while (slots[h].sql)
+                h = (h + 1) & (cap - 1);
+            slots[h] = k->slots[i];
+        }
+        free(k->slots);
+        k->slots = slots;
+        k->cap = cap;
+    }
+    size_t h = ptr_hash(sql, k->cap);
+    while (k->slots[h].sql)
+        h = (h + 1) & (k->cap - 1);
+    k->slots[h] = (struct jk_stmt_slot){sql, stmt};
+    k->n++;
+    return JK_OK;
+}
+
+void jk_stmt_cache_clear(struct jk_stmt_cache *k, void (*release)(jk_stmt *))
+{
+    for (size_t i = 0; i < k->cap; i++)
+        if (k->slots[i].sql) release(k->slots[i].stmt);
+    free(k->slots);
+    memset(k, 0, sizeof *k);
 }
 
 /* Expands the dialect tokens for the backend: @SERIAL_PK@ and @COLLATE_C@. The result is

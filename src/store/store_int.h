@@ -58,6 +58,25 @@ struct jk_stmt_base {
     jk_conn *c;
 };
 
+/* Prepared statements of one connection, by the address of their SQL text (open addressing
+ * on the pointer). Both backends keep one per connection. */
+struct jk_stmt_cache {
+    struct jk_stmt_slot {
+        const char *sql;
+        jk_stmt *stmt;
+    } * slots;
+    size_t cap, n;
+};
+
+/* The statement cached for sql, or NULL. */
+jk_stmt *jk_stmt_cache_find(const struct jk_stmt_cache *k, const char *sql);
+
+/* Caches stmt for sql. JK_ENOMEM when the table cannot grow. */
+jk_rc jk_stmt_cache_put(struct jk_stmt_cache *k, const char *sql, jk_stmt *stmt);
+
+/* Calls release on every cached statement and frees the table. */
+void jk_stmt_cache_clear(struct jk_stmt_cache *k, void (*release)(jk_stmt *));
+
 /* Backends call this for every connection they open, so the store can close it. */
 void jk_store_track_conn(jk_store *st, struct jk_conn_base *b);
 
