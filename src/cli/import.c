@@ -514,21 +514,9 @@ static const char *query_encode(struct jk_arena *a, const char *s)
 /* The If-None-Exist query that finds res again by its first identifier, or NULL. */
 static const char *if_none_exist(struct jk_arena *a, struct json_object *res)
 {
-    struct json_object *ids;
-    if (!json_object_object_get_ex(res, "identifier", &ids) ||
-        !json_object_is_type(ids, json_type_array))
-        return NULL;
-    for (size_t i = 0; i < json_object_array_length(ids); i++) {
-        struct json_object *ident = json_object_array_get_idx(ids, i);
-        const char *value = jk_json_str(ident, "value"), *system = jk_json_str(ident, "system");
-        if (!value || !*value) continue;
-        const char *v = query_encode(a, value);
-        const char *sys = system ? query_encode(a, system) : NULL;
-        if (!v || (system && !sys)) return NULL;
-        return sys ? jk_arena_printf(a, "identifier=%s%%7C%s", sys, v)
-                   : jk_arena_printf(a, "identifier=%s", v);
-    }
-    return NULL;
+    const char *ident = identifier_value(a, res);
+    const char *v = ident ? query_encode(a, ident) : NULL; /* '|' becomes %7C */
+    return v ? jk_arena_printf(a, "identifier=%s", v) : NULL;
 }
 
 static void set_str(struct json_object *obj, const char *key, const char *value)
