@@ -4,6 +4,8 @@
 
 #include <stddef.h>
 
+struct jk_audit;
+
 #include "fhir/json.h"
 #include "http/http.h"
 #include "store/store.h"
@@ -14,6 +16,9 @@ struct jk_app {
     struct jk_json_limits json_limits;
     size_t max_bundle_entries;
     const char *base_url; /* "http://127.0.0.1:8080" */
+    const struct jk_audit *audit; /* the audit trail every access is appended to */
+    int is_security_off;          /* security = off (development only): no token, no check,
+                                   * no audit record */
 };
 
 /* The route table and its length. */

@@ -13,6 +13,8 @@
 #include <sodium.h>
 
 #include "auth/totp.h"
+#include "fhir/searchparam.h"
+#include "fhir/validate.h"
 #include "core/log.h"
 #include "core/time.h"
 
@@ -56,7 +58,17 @@ const struct jk_role_info *jk_role_by_name(const char *name)
 
 /* ---- the rules file ---- */
 
-enum rule_kind { R_INT, R_CLASSES, R_ROLES, R_RATE, R_HASHCOST };
+enum rule_kind {
+    R_INT,
+    R_CLASSES,
+    R_ROLES,     /* roles of people (who can give a one-time code) */
+    R_ANY_ROLES, /* any roles */
+    R_RATE,
+    R_HASHCOST,
+    R_CODES, /* codes, kept space separated */
+    R_TYPES, /* resource types, kept space separated */
+    R_RELS   /* access.treatment_relationships */
+};
 
 static const struct rule_def {
     const char *code;
@@ -77,6 +89,14 @@ static const struct rule_def {
     {"rate.login.per_account", R_RATE, OFF(rate_login_acct), 1, 1000000},
     {"rate.expensive.per_address", R_RATE, OFF(rate_costly_addr), 1, 1000000},
     {"rate.expensive.per_account", R_RATE, OFF(rate_costly_acct), 1, 1000000},
+    {"access.treatment_relationships", R_RELS, 0, 0, 0},
+    {"access.guardian_relationships", R_CODES, OFF(guardian_codes), 0, 0},
+    {"access.break_glass_roles", R_ANY_ROLES, OFF(break_glass_roles), 0, 0},
+    {"access.break_glass_min_reason", R_INT, OFF(break_glass_min_reason), 1, 1000},
+    {"access.public_health_types", R_TYPES, OFF(public_health_types), 0, 0},
+    {"access.show_identity_roles", R_ANY_ROLES, OFF(show_identity_roles), 0, 0},
+    {"access.show_phone_roles", R_ANY_ROLES, OFF(show_phone_roles), 0, 0},
+    {"access.context_cache_seconds", R_INT, OFF(context_cache_seconds), 0, 300},
 #undef OFF
 };
 
@@ -161,8 +181,90 @@ static jk_rc rules_value(const struct rule_def *d, struct json_object *v, const 
         if ((rc = rules_int(v, file, ptr, d->min, d->max, &n, err, errlen))) return rc;
         *(int *)((char *)out + d->offset) = (int)n;
         return JK_OK;
+    case R_CODES:
+    case R_TYPES: {
+        char *dst = (char *)out + d->offset;
+        size_t cap = d->kind == R_CODES ? sizeof out->guardian_codes
+                                        : sizeof out->public_health_types,
+               len = 0;
+        if (!json_object_is_type(v, json_type_array))
+            return rules_fail(err, errlen, file, ptr, "must be a list of %s",
+                              d->kind == R_CODES ? "codes" : "resource types");
+        dst[0] = '\0';
+        for (size_t i = 0; i < json_object_array_length(v); i++) {
+            struct json_object *e = json_object_array_get_idx(v, i);
+            const char *s =
+                json_object_is_type(e, json_type_string) ? json_object_get_string(e) : "";
+            snprintf(sub, sizeof sub, "%.200s/%zu", ptr, i);
+            int is_ok = *s && !strpbrk(s, " \t\r\n");
+            if (d->kind == R_TYPES) is_ok = jk_fhir_is_resource_type(s, strlen(s));
+            if (!is_ok)
+                return rules_fail(err, errlen, file, sub, "'%s' is not %s", s,
+                                  d->kind == R_CODES ? "a code" : "a FHIR R4 resource type");
+            size_t sn = strlen(s);
+            if (len + sn + 2 > cap) return rules_fail(err, errlen, file, sub, "the list is too long");
+            if (len) dst[len++] = ' ';
+            memcpy(dst + len, s, sn + 1);
+            len += sn;
+        }
+        return JK_OK;
+    }
+    case R_RELS: {
+        static const char *const keys[] = {"type", "actor", "patient", "status", "statuses", NULL};
+        static const char *const names[] = {"actor", "patient", "status"};
+        if (!json_object_is_type(v, json_type_array) ||
+            json_object_array_length(v) > JK_MAX_RELATIONSHIPS)
+            return rules_fail(err, errlen, file, ptr,
+                              "must be a list of at most %d objects {type, actor, patient, "
+                              "status, statuses}",
+                              JK_MAX_RELATIONSHIPS);
+        out->n_rels = 0;
+        for (size_t i = 0; i < json_object_array_length(v); i++) {
+            struct json_object *e = json_object_array_get_idx(v, i), *m;
+            struct jk_relationship_rule *rr = &out->rels[out->n_rels++];
+            snprintf(sub, sizeof sub, "%.200s/%zu", ptr, i);
+            if (!json_object_is_type(e, json_type_object))
+                return rules_fail(err, errlen, file, sub, "must be an object");
+            if ((rc = rules_known_keys(e, keys, file, sub, err, errlen))) return rc;
+            const char *t = json_object_object_get_ex(e, "type", &m) ? json_object_get_string(m)
+                                                                     : "";
+            if (!jk_fhir_is_resource_type(t, strlen(t)) || strlen(t) >= sizeof rr->type)
+                return rules_fail(err, errlen, file, sub, "type '%s' is not a resource type", t);
+            snprintf(rr->type, sizeof rr->type, "%s", t);
+            char *fields[] = {rr->actor, rr->patient, rr->status};
+            for (int k = 0; k < 3; k++) {
+                const char *code = json_object_object_get_ex(e, names[k], &m) &&
+                                           json_object_is_type(m, json_type_string)
+                                       ? json_object_get_string(m)
+                                       : "";
+                const struct jk_sp *sp = jk_sp_find(t, code);
+                enum jk_sp_type want = k < 2 ? JK_SP_REFERENCE : JK_SP_TOKEN;
+                if (!sp || sp->type != want || strlen(code) >= sizeof rr->actor)
+                    return rules_fail(err, errlen, file, sub,
+                                      "%s '%s' is not a %s search parameter of %s", names[k], code,
+                                      k < 2 ? "reference" : "token", t);
+                snprintf(fields[k], sizeof rr->actor, "%s", code);
+            }
+            struct json_object *st;
+            if (!json_object_object_get_ex(e, "statuses", &st) ||
+                !json_object_is_type(st, json_type_array) || !json_object_array_length(st))
+                return rules_fail(err, errlen, file, sub, "statuses must be a list of codes");
+            size_t len = 0;
+            for (size_t k = 0; k < json_object_array_length(st); k++) {
+                const char *code = json_object_get_string(json_object_array_get_idx(st, k));
+                size_t cn = code ? strlen(code) : 0;
+                if (!cn || strchr(code, ' ') || len + cn + 2 > sizeof rr->statuses)
+                    return rules_fail(err, errlen, file, sub, "statuses must be a list of codes");
+                if (len) rr->statuses[len++] = ' ';
+                memcpy(rr->statuses + len, code, cn + 1);
+                len += cn;
+            }
+        }
+        return JK_OK;
+    }
     case R_CLASSES:
-    case R_ROLES: {
+    case R_ROLES:
+    case R_ANY_ROLES: {
         unsigned bits = 0;
         if (!json_object_is_type(v, json_type_array))
             return rules_fail(err, errlen, file, ptr, "must be a list of %s",
@@ -188,7 +290,7 @@ static jk_rc rules_value(const struct rule_def *d, struct json_object *v, const 
                 if (!ri)
                     return rules_fail(err, errlen, file, sub, "'%s' is not a role",
                                       s ? s : json_object_to_json_string(e));
-                if (!ri->is_person)
+                if (!ri->is_person && d->kind == R_ROLES)
                     return rules_fail(err, errlen, file, sub,
                                       "role '%s' logs in with client credentials and cannot "
                                       "give a one-time code",

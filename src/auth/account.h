@@ -63,6 +63,19 @@ struct jk_rate_rule {
     int window_s; /* ... and refilled evenly over this many seconds */
 };
 
+#define JK_MAX_RELATIONSHIPS 8
+
+/* A kind of resource that makes a treatment relationship between the practitioners (or
+ * organisations) its actor parameter names and the patient its patient parameter names,
+ * while its status parameter has one of statuses (access.treatment_relationships). */
+struct jk_relationship_rule {
+    char type[64];       /* "Encounter" */
+    char actor[64];      /* a reference search parameter of type: "participant" */
+    char patient[64];    /* a reference search parameter of type: "patient" */
+    char status[64];     /* a token search parameter of type: "status" */
+    char statuses[256];  /* the codes that count, space separated: "arrived in-progress" */
+};
+
 /* The rules of rules/security.json. Each field is one rule; its stable code is in the
  * comment, quoted as "security.<code>" in refusals. */
 struct jk_security_rules {
@@ -80,6 +93,16 @@ struct jk_security_rules {
     struct jk_rate_rule rate_login_acct;  /* rate.login.per_account */
     struct jk_rate_rule rate_costly_addr; /* rate.expensive.per_address */
     struct jk_rate_rule rate_costly_acct; /* rate.expensive.per_account */
+    /* who may see what (docs/internals/authz.md) */
+    struct jk_relationship_rule rels[JK_MAX_RELATIONSHIPS]; /* access.treatment_relationships */
+    int n_rels;
+    char guardian_codes[256];      /* access.guardian_relationships: codes, space separated */
+    unsigned break_glass_roles;    /* access.break_glass_roles: bit 1u << role */
+    int break_glass_min_reason;    /* access.break_glass_min_reason: characters */
+    char public_health_types[512]; /* access.public_health_types: types, space separated */
+    unsigned show_identity_roles;  /* access.show_identity_roles: see identity numbers whole */
+    unsigned show_phone_roles;     /* access.show_phone_roles: see phone numbers whole */
+    int context_cache_seconds;     /* access.context_cache_seconds */
 };
 
 /* The path of the rules file: $JIANKANG_SECURITY_RULES when set, else rules/security.json

@@ -42,6 +42,9 @@ struct jk_http_config {
     size_t n_routes;
     /* Renders rc and the request's diagnostics as an error response (OperationOutcome). */
     void (*on_error)(struct jk_http_req *rq, jk_rc rc);
+    /* Runs once when a request's response is set, before it is sent; may replace it, or park
+     * the request with jk_http_defer (the API writes the audit record here). NULL: none. */
+    jk_rc (*on_ready)(struct jk_http_req *rq);
     int is_access_log; /* one JSON line per request on standard error */
     void *app;         /* handed to handlers through jk_http_app() */
 };
@@ -70,6 +73,7 @@ struct jk_http_req {
     const struct jk_route *route;
     struct jk_diag diag; /* problems to report; on_error turns them into the response */
     void *state;         /* the handler's own, across jk_http_defer */
+    void *ctx;           /* the application's, for the whole request (NULL at first) */
 };
 
 /* Application pointer given in the configuration. */

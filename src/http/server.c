@@ -67,6 +67,7 @@ struct req {
     pthread_mutex_t lock;
     jk_http_handler cont;
     int is_deferred, is_suspended, is_woken;
+    int is_ready; /* on_ready has run */
 };
 
 void *jk_http_app(const struct jk_http_req *rq)
@@ -294,6 +295,12 @@ static enum MHD_Result finish_or_park(struct req *r)
         pthread_mutex_lock(&r->lock);
         if (!r->is_deferred) {
             pthread_mutex_unlock(&r->lock);
+            if (r->srv->cfg.on_ready && !r->is_ready) {
+                r->is_ready = 1;
+                jk_rc rc = r->srv->cfg.on_ready(&r->pub);
+                if (rc) fail(r, rc);
+                continue; /* it may have parked the request */
+            }
             return queue(r);
         }
         if (!r->is_woken) {

@@ -143,6 +143,12 @@ static const char *const migrations[] = {
     "CREATE TABLE audit_head (id INTEGER PRIMARY KEY, ckpt_seq BIGINT NOT NULL,"
     " ckpt_ms BIGINT NOT NULL);"
     "INSERT INTO audit_head (id, ckpt_seq, ckpt_ms) VALUES (1, 0, 0);",
+
+    /* 6: the organisation that holds each resource (its creator's), for authorisation
+     * (docs/internals/authz.md) */
+    "CREATE TABLE res_owner (type TEXT NOT NULL, id TEXT NOT NULL, org TEXT NOT NULL,"
+    " PRIMARY KEY (type, id));"
+    "CREATE INDEX res_owner_org ON res_owner (org, type);",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
