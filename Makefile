@@ -117,4 +117,4 @@ fuzz: $(FUZZ_NAMES:%=build/fuzz/fuzz_%)
 clean:
 	rm -rf build jiankang
 
--include $(OBJ:.o=.d) $(SAN_OBJ:.o=.d)
+-include $(OBJ:.o=.d) $(SAN_OBJ:.o=.d) build/rel/src/cli/main.d build/san/src/cli/main.d
