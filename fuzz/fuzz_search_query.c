@@ -24,7 +24,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t n = text ? jk_http_parse_query(a, text, &keys, &values) : 0;
     struct jk_diag d;
     jk_diag_init(&d, a);
-    struct jk_search_opts o = {0, "http://127.0.0.1:8080", 1700000000000};
+    struct jk_search_opts o = {.base_url = "http://127.0.0.1:8080", .now_ms = 1700000000000};
     struct jk_search *q;
     jk_fhir_search_parse(a, &d, type, keys, values, n, &o, &q);
     jk_arena_free(a);

@@ -24,6 +24,11 @@ struct jk_app {
 /* The route table and its length. */
 const struct jk_route *jk_api_routes(size_t *n);
 
+/* The server's hooks: commit the request's audit records before its response goes out;
+ * release what the request held (api/guard.c). */
+jk_rc jk_api_on_ready(struct jk_http_req *rq);
+void jk_api_guard_release(struct jk_http_req *rq);
+
 /* Renders rq's diagnostics (or a message for rc) as an OperationOutcome response. */
 void jk_api_error(struct jk_http_req *rq, jk_rc rc);
 

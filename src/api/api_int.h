@@ -3,7 +3,10 @@
 #define JK_API_INT_H
 
 #include "api/api.h"
+#include "auth/audit.h"
+#include "auth/authz.h"
 #include "core/buf.h"
+#include "fhir/search.h"
 #include "store/resource.h"
 
 #define JK_FHIR_JSON "application/fhir+json; charset=utf-8"
@@ -28,6 +31,54 @@ void jk_api_version_headers(struct jk_http_req *rq, const struct jk_res *r, int 
 
 /* JK_EMEDIA unless _format is absent or names JSON. */
 jk_rc jk_api_check_format(struct jk_http_req *rq);
+
+/* guard.c: the token, the authorisation decision and the audit record of every request. */
+#define JK_API_SHOW_IDENTITY 1u /* show identity numbers whole (else masked) */
+#define JK_API_SHOW_PHONE    2u /* show phone numbers whole (else masked) */
+#define JK_SHOW_ALL          3u
+struct jk_api_guard {
+    int is_off;              /* security = off: nothing is checked or recorded */
+    struct jk_principal p;   /* who asks */
+    struct jk_authz *az;     /* what they may see (released with the request) */
+    const char *bg_reason;   /* X-Break-Glass-Reason, or NULL */
+    unsigned show;           /* JK_API_SHOW_* for the response */
+    enum jk_az_action search_act;
+    struct jk_audit_rec *recs; /* recs[0]: the access; then one per further patient */
+    size_t n_recs;
+    int is_recorded; /* appended inside the action's own transaction already */
+    int is_bundle;   /* a transaction or batch: one record per write, and one for it all */
+    const char *write_patient, *new_patient; /* the patient of the write being decided */
+    int status;      /* the response status, for the records' outcome */
+    jk_rc audit_rc;
+};
+/* Authenticates the request (401 without a valid token) and starts its audit record with
+ * action (a jk_audit_action_known name). Idempotent: a second call returns the same guard. */
+jk_rc jk_api_guard(struct jk_http_req *rq, const char *action, struct jk_api_guard **out);
+/* The decision for act on a resource with facts f (id may be NULL): JK_OK, or JK_EFORBIDDEN
+ * with an issue. Notes the resource and its patients in the audit record. */
+jk_rc jk_api_allow(struct jk_http_req *rq, struct jk_api_guard *g, enum jk_az_action act,
+                   const struct jk_az_facts *f, const char *id);
+/* jk_api_allow with the facts of the stored type/id. */
+jk_rc jk_api_allow_stored(struct jk_http_req *rq, struct jk_api_guard *g, enum jk_az_action act,
+                          const char *type, const char *id);
+/* jk_api_allow for content about to be written (JK_AZ_CREATE), its facts taken from its index
+ * rows; its holder will be the principal's organisation. */
+jk_rc jk_api_allow_new(struct jk_http_req *rq, struct jk_api_guard *g, const char *type,
+                       const char *id, const struct jk_idx_row *rows, size_t n_rows);
+/* Restricts search o to what the principal may see of type for act (JK_AZ_SEARCH or
+ * JK_AZ_COUNT); JK_EFORBIDDEN when nothing. */
+jk_rc jk_api_search_scope(struct jk_http_req *rq, struct jk_api_guard *g, enum jk_az_action act,
+                          const char *type, struct jk_search_opts *o);
+/* Appends the request's audit records inside a write's transaction on c (status: the
+ * response's), so that the on_ready hook has nothing left to do. */
+jk_rc jk_api_audit_append(jk_conn *c, struct jk_http_req *rq, int status);
+/* The hooks that make a write decide and record itself inside its transaction, in h
+ * (storage living as long as the write), or NULL when security is off; and, when the write's
+ * transaction failed, jk_api_write_failed lets on_ready record the failure. */
+struct jk_fhir_write_hooks;
+const struct jk_fhir_write_hooks *jk_api_write_hooks(struct jk_http_req *rq,
+                                                     struct jk_fhir_write_hooks *h);
+void jk_api_write_failed(struct jk_http_req *rq);
 
 /* Handlers. */
 jk_rc jk_api_healthz(struct jk_http_req *rq);

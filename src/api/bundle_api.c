@@ -28,6 +28,7 @@ struct bundle_job {
     struct json_object *bundle;
     struct jk_bundle_ctx bx;
     struct jk_bundle_job *job;
+    struct jk_fhir_write_hooks hooks;
     jk_rc rc;
 };
 
@@ -61,8 +62,12 @@ static enum jk_bundle_return prefer_return(struct jk_http_req *rq)
 jk_rc jk_api_fhir_bundle(struct jk_http_req *rq)
 {
     struct jk_app *app = jk_api_app(rq);
+    struct jk_api_guard *g;
     jk_rc rc;
-    if ((rc = jk_api_check_format(rq)) || (rc = jk_api_check_content_type(rq))) return rc;
+    if ((rc = jk_api_guard(rq, "operation", &g)) || (rc = jk_api_check_format(rq)) ||
+        (rc = jk_api_check_content_type(rq)))
+        return rc;
+    g->is_bundle = 1;
     struct json_object *bundle;
     if ((rc = parse_json_body(rq, &bundle))) return rc;
     const char *rt = jk_json_str(bundle, "resourceType");
@@ -90,6 +95,7 @@ jk_rc jk_api_fhir_bundle(struct jk_http_req *rq)
         bj->bx.now_ms = jk_time_now_ms();
         bj->bx.prefer = prefer_return(rq);
         bj->bx.json_limits = &app->json_limits;
+        bj->bx.hooks = jk_api_write_hooks(rq, &bj->hooks);
         rc = jk_fhir_bundle_prepare(&bj->bx, bundle, &bj->job);
     }
     if (rc) {
@@ -106,6 +112,7 @@ jk_rc jk_api_fhir_bundle(struct jk_http_req *rq)
 
 struct patch_job {
     struct jk_fhir_patch p;
+    struct jk_fhir_write_hooks hooks;
     jk_rc rc;
 };
 
@@ -113,6 +120,7 @@ static void patch_done(void *arg, jk_rc rc)
 {
     struct jk_http_req *rq = arg;
     ((struct patch_job *)rq->state)->rc = rc;
+    if (rc) jk_api_write_failed(rq);
     jk_http_wake(rq);
 }
 
@@ -145,8 +153,11 @@ static jk_rc patch_common(struct jk_http_req *rq, int is_conditional)
     struct jk_app *app = jk_api_app(rq);
     const char *type = jk_http_param(rq, "type"), *id = jk_http_param(rq, "id");
     const char *ct = jk_http_header(rq, "Content-Type");
+    struct jk_api_guard *g;
     jk_rc rc;
-    if ((rc = jk_api_check_format(rq)) || (rc = jk_api_check_type(rq, type))) return rc;
+    if ((rc = jk_api_guard(rq, "patch", &g)) || (rc = jk_api_check_format(rq)) ||
+        (rc = jk_api_check_type(rq, type)))
+        return rc;
     if (!is_conditional && (rc = jk_api_check_id(rq, id))) return rc;
     if (!ct || strncasecmp(ct, "application/json-patch+json", 27))
         return jk_diag_add(&rq->diag, JK_EMEDIA, "not-supported", NULL,
@@ -161,6 +172,7 @@ static jk_rc patch_common(struct jk_http_req *rq, int is_conditional)
     p->arena = rq->arena;
     p->diag = &rq->diag;
     p->now_ms = jk_time_now_ms();
+    p->hooks = jk_api_write_hooks(rq, &pj->hooks);
     if ((rc = jk_api_if_match(rq, &p->if_match))) return rc;
     if (is_conditional) {
         const char **keys, **values;
@@ -241,8 +253,10 @@ static jk_rc validate_input(struct jk_http_req *rq, const char *type, struct jso
 jk_rc jk_api_fhir_validate(struct jk_http_req *rq)
 {
     const char *type = jk_http_param(rq, "type"), *id = jk_http_param(rq, "id");
+    struct jk_api_guard *g;
     jk_rc rc;
-    if ((rc = jk_api_check_format(rq)) || (rc = jk_api_check_type(rq, type)) ||
+    if ((rc = jk_api_guard(rq, "operation", &g)) || (rc = jk_api_check_format(rq)) ||
+        (rc = jk_api_check_type(rq, type)) ||
         (rc = jk_api_check_content_type(rq)))
         return rc;
     if (id && (rc = jk_api_check_id(rq, id))) return rc;
@@ -355,9 +369,13 @@ static jk_rc meta_target(struct jk_http_req *rq, struct jk_fhir_meta_change *m)
     m->id = jk_http_param(rq, "id");
     m->arena = rq->arena;
     m->diag = &rq->diag;
+    int is_change = m->op != JK_FHIR_META_GET;
+    struct jk_api_guard *g;
     jk_rc rc;
-    if ((rc = jk_api_check_format(rq)) || (rc = jk_api_check_type(rq, m->type)) ||
-        (rc = jk_api_check_id(rq, m->id)))
+    if ((rc = jk_api_guard(rq, is_change ? "update" : "read", &g)) ||
+        (rc = jk_api_check_format(rq)) || (rc = jk_api_check_type(rq, m->type)) ||
+        (rc = jk_api_check_id(rq, m->id)) ||
+        (rc = jk_api_allow_stored(rq, g, is_change ? JK_AZ_UPDATE : JK_AZ_READ, m->type, m->id)))
         return rc;
     if (vid) {
         char *end;
@@ -451,14 +469,34 @@ static jk_rc query_arg(struct jk_buf *b, const char *key, const char *value)
     return rc;
 }
 
+/* $everything's members pass the read decision one by one. */
+static int everything_visible(void *arg, const char *type, const char *id)
+{
+    struct jk_http_req *rq = arg;
+    struct jk_api_guard *g = rq->ctx;
+    jk_conn *c = jk_store_conn(jk_api_app(rq)->db);
+    struct jk_az_facts f;
+    const char *why;
+    return c && !jk_authz_facts(c, rq->arena, type, id, &f) &&
+           !jk_authz_decide(g->az, JK_AZ_READ, &f, g->bg_reason != NULL, NULL, &why);
+}
+
 jk_rc jk_api_fhir_everything(struct jk_http_req *rq)
 {
     struct jk_app *app = jk_api_app(rq);
     const char *id = jk_http_param(rq, "id");
+    struct jk_api_guard *g;
     jk_rc rc;
-    if ((rc = jk_api_check_format(rq)) || (rc = jk_api_check_id(rq, id))) return rc;
+    if ((rc = jk_api_guard(rq, "export", &g)) || (rc = jk_api_check_format(rq)) ||
+        (rc = jk_api_check_id(rq, id)) ||
+        (rc = jk_api_allow_stored(rq, g, JK_AZ_READ, "Patient", id)))
+        return rc;
     struct jk_everything_req q;
     memset(&q, 0, sizeof q);
+    if (!g->is_off) {
+        q.is_visible = everything_visible;
+        q.visible_arg = rq;
+    }
     q.patient_id = id;
     q.base_url = app->base_url;
     q.count = EVERYTHING_DEFAULT_COUNT;

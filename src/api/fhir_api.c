@@ -68,9 +68,11 @@ static jk_rc send_resource(struct jk_http_req *rq, int status, const struct jk_r
 static jk_rc read_common(struct jk_http_req *rq, int is_vread)
 {
     const char *type = jk_http_param(rq, "type"), *id = jk_http_param(rq, "id");
+    struct jk_api_guard *g;
     jk_rc rc;
-    if ((rc = jk_api_check_format(rq)) || (rc = jk_api_check_type(rq, type)) ||
-        (rc = jk_api_check_id(rq, id)))
+    if ((rc = jk_api_guard(rq, is_vread ? "vread" : "read", &g)) ||
+        (rc = jk_api_check_format(rq)) || (rc = jk_api_check_type(rq, type)) ||
+        (rc = jk_api_check_id(rq, id)) || (rc = jk_api_allow_stored(rq, g, JK_AZ_READ, type, id)))
         return rc;
     int64_t vid = 0;
     if (is_vread) {
@@ -110,6 +112,7 @@ jk_rc jk_api_fhir_vread(struct jk_http_req *rq)
 
 struct write_job {
     struct jk_fhir_write w;
+    struct jk_fhir_write_hooks hooks;
     jk_rc rc;
 };
 
@@ -117,6 +120,7 @@ static void write_done(void *arg, jk_rc rc)
 {
     struct jk_http_req *rq = arg;
     ((struct write_job *)rq->state)->rc = rc;
+    if (rc) jk_api_write_failed(rq);
     jk_http_wake(rq);
 }
 
@@ -153,6 +157,7 @@ static jk_rc submit(struct jk_http_req *rq, struct write_job *job)
     job->w.arena = rq->arena;
     job->w.diag = &rq->diag;
     job->w.now_ms = jk_time_now_ms();
+    job->w.hooks = jk_api_write_hooks(rq, &job->hooks);
     jk_rc rc = jk_fhir_write_prepare(&job->w);
     if (rc) {
         json_object_put(job->w.res);
@@ -250,7 +255,10 @@ jk_rc jk_api_fhir_create(struct jk_http_req *rq)
 {
     const char *type = jk_http_param(rq, "type");
     struct json_object *res;
-    jk_rc rc = parse_resource(rq, type, &res);
+    struct jk_api_guard *g;
+    jk_rc rc = jk_api_guard(rq, "create", &g);
+    if (rc) return rc;
+    if ((rc = parse_resource(rq, type, &res))) return rc;
     if (rc) return rc;
     struct write_job *job = new_job(rq, JK_FHIR_CREATE, type);
     const char *ine = jk_http_header(rq, "If-None-Exist");
@@ -270,7 +278,9 @@ static jk_rc update_common(struct jk_http_req *rq, int is_conditional)
 {
     const char *type = jk_http_param(rq, "type"), *id = jk_http_param(rq, "id");
     struct json_object *res;
-    jk_rc rc;
+    struct jk_api_guard *g;
+    jk_rc rc = jk_api_guard(rq, "update", &g);
+    if (rc) return rc;
     if (!is_conditional && (rc = jk_api_check_id(rq, id))) return rc;
     if ((rc = parse_resource(rq, type, &res))) return rc;
     const char *body_id = jk_json_str(res, "id");
@@ -309,7 +319,9 @@ jk_rc jk_api_fhir_cond_update(struct jk_http_req *rq)
 static jk_rc delete_common(struct jk_http_req *rq, int is_conditional)
 {
     const char *type = jk_http_param(rq, "type"), *id = jk_http_param(rq, "id");
-    jk_rc rc;
+    struct jk_api_guard *g;
+    jk_rc rc = jk_api_guard(rq, "delete", &g);
+    if (rc) return rc;
     if ((rc = jk_api_check_type(rq, type))) return rc;
     if (!is_conditional && (rc = jk_api_check_id(rq, id))) return rc;
     struct write_job *job = new_job(rq, JK_FHIR_DELETE, type);
@@ -363,14 +375,34 @@ static jk_rc history_entry(struct jk_buf *b, const char *base, const struct jk_r
     return rc;
 }
 
+/* The history of one resource follows the read decision; the history of a whole type only
+ * for who may see every resource of the type; the history of the whole server for nobody
+ * (it is not filtered). */
+static jk_rc history_allowed(struct jk_http_req *rq, struct jk_api_guard *g, const char *type,
+                             const char *id)
+{
+    if (g->is_off) return JK_OK;
+    if (id) return jk_api_allow_stored(rq, g, JK_AZ_READ, type, id);
+    struct jk_az_scope s = {0};
+    if (type) jk_authz_scope(g->az, JK_AZ_SEARCH, type, 0, &s);
+    if (s.mode == JK_AZ_ALL) return JK_OK;
+    g->recs[0].action = "refused";
+    return jk_diag_add(&rq->diag, JK_EFORBIDDEN, "forbidden", NULL,
+                       "the history of %s is only for accounts that may see all of it; "
+                       "search instead, or read the history of one resource",
+                       type ? type : "the whole server");
+}
+
 jk_rc jk_api_fhir_history(struct jk_http_req *rq)
 {
     struct jk_app *app = jk_api_app(rq);
     const char *type = jk_http_param(rq, "type"), *id = jk_http_param(rq, "id");
+    struct jk_api_guard *g;
     jk_rc rc;
-    if ((rc = jk_api_check_format(rq))) return rc;
+    if ((rc = jk_api_guard(rq, "history", &g)) || (rc = jk_api_check_format(rq))) return rc;
     if (type && (rc = jk_api_check_type(rq, type))) return rc;
     if (id && (rc = jk_api_check_id(rq, id))) return rc;
+    if ((rc = history_allowed(rq, g, type, id))) return rc;
     const char *count_s = jk_http_query_get(rq, "_count");
     const char *since = jk_http_query_get(rq, "_since");
     const char *before_s = jk_http_query_get(rq, "_before_seq");

@@ -33,14 +33,21 @@ static jk_rc search(struct jk_http_req *rq, const char *const *keys, const char 
 {
     struct jk_app *app = jk_api_app(rq);
     const char *type = jk_http_param(rq, "type");
-    jk_rc rc = jk_api_check_format(rq);
-    if (rc) return rc;
+    struct jk_api_guard *g;
+    jk_rc rc = jk_api_guard(rq, "search", &g);
+    if (rc || (rc = jk_api_check_format(rq))) return rc;
     if (!type || !jk_fhir_is_resource_type(type, strlen(type)))
         return jk_diag_add(&rq->diag, JK_ENOTFOUND, "not-supported", NULL,
                            "'%s' is not a FHIR R4 resource type", type ? type : "");
     jk_conn *c = jk_store_conn(app->db);
     if (!c) return JK_EDB;
-    struct jk_search_opts o = {prefer_flags(rq), app->base_url, jk_time_now_ms()};
+    struct jk_search_opts o = {.flags = prefer_flags(rq), .base_url = app->base_url,
+                               .now_ms = jk_time_now_ms()};
+    int is_count = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(keys[i], "_summary") && !strcmp(values[i], "count")) is_count = 1;
+    if ((rc = jk_api_search_scope(rq, g, is_count ? JK_AZ_COUNT : JK_AZ_SEARCH, type, &o)))
+        return rc;
     struct jk_buf b;
     jk_buf_init(&b, MAX_SEARCH_BUNDLE_BYTES);
     rc = jk_fhir_search_bundle(c, rq->arena, &rq->diag, type, keys, values, n, &o, &b);

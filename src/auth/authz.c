@@ -13,7 +13,7 @@
 #include "fhir/searchparam.h"
 #include "fhir/validate.h"
 
-#define MAX_VIEW_IDS    20000 /* patients or organisations in one view */
+#define MAX_VIEW_IDS    2000  /* patients or organisations in one view */
 #define MAX_ORG_DEPTH   8     /* levels of Organization.partOf below the principal's */
 #define CACHE_SLOTS     512
 #define MAX_GRANT_TYPES 32 /* distinct resource types named by one view's consents */

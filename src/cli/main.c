@@ -267,6 +267,8 @@ static int cmd_serve(struct cli *cli)
         .limits = {(size_t)cfg->max_body_bytes, (size_t)cfg->max_url_bytes,
                    (size_t)cfg->max_headers, (size_t)cfg->max_header_bytes},
         .on_error = jk_api_error,
+        .on_ready = jk_api_on_ready,
+        .on_done = jk_api_guard_release,
         .is_access_log = (int)cfg->access_log,
         .app = &app,
     };

@@ -460,6 +460,11 @@ static jk_rc parse_entry(struct jk_bundle_job *job, struct entry *e, struct json
                               "request.ifNoneExist '%s' has no search parameter", ine);
     }
     int has_id = e->id != NULL;
+    if (job->bx->hooks && (e->method == M_GET || e->method == M_HEAD))
+        return entry_fail(job, e, JK_EFORBIDDEN, "forbidden", ".request.method",
+                          "reads inside a Bundle are not available on this server; read with "
+                          "GET %s instead",
+                          e->url);
     switch (e->method) {
     case M_POST:
         if (has_id || e->has_query)
@@ -809,6 +814,7 @@ static void write_init(struct jk_bundle_job *job, struct entry *e, enum jk_fhir_
     w->arena = job->bx->arena;
     w->diag = &e->diag;
     w->now_ms = job->bx->now_ms;
+    w->hooks = job->bx->hooks;
 }
 
 /* Ids, and what can be rendered before the transaction. */
@@ -1094,6 +1100,7 @@ static jk_rc do_write(jk_conn *c, struct jk_bundle_job *job, struct entry *e)
         jk_fhir_patch_release(p);
         p->fixup = patch_fixup;
         p->fixup_arg = fx;
+        p->hooks = job->bx->hooks;
         if ((rc = jk_fhir_patch_tx(c, p))) goto fail;
         take_out(e, &p->w);
         return JK_OK;
@@ -1561,6 +1568,7 @@ static jk_rc ev_entry(jk_conn *c, struct jk_arena *a, const struct jk_everything
     if (rc == JK_ENOTFOUND || rc == JK_EGONE) return JK_OK;
     if (rc) return rc;
     if (q->since && strcmp(r.last_updated, q->since) < 0) return JK_OK;
+    if (q->is_visible && !q->is_visible(q->visible_arg, type, key + tl + 1)) return JK_OK;
     *added = 1;
     if (dry) return JK_OK;
     rc = jk_buf_printf(b, "%s{\"fullUrl\":", first ? "" : ",");

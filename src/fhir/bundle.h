@@ -13,6 +13,7 @@
 #include "store/store.h"
 
 struct jk_arena;
+struct jk_fhir_write_hooks;
 
 /* What the response Bundle carries for each entry that wrote a resource (Prefer: return=). */
 enum jk_bundle_return {
@@ -30,6 +31,10 @@ struct jk_bundle_ctx {
     enum jk_bundle_return prefer;
     const struct jk_json_limits *json_limits; /* for JSON Patch documents in Binary entries;
                                                * NULL: 64 levels, 50,000 elements */
+    /* Given to every write (authorisation and audit inside the transaction). With hooks,
+     * GET entries are refused: reads go through the read and search interactions, where
+     * they are authorised. NULL: none. */
+    const struct jk_fhir_write_hooks *hooks;
 };
 
 /* Processes a parsed Bundle of type transaction or batch, blocking until the commit is
@@ -75,6 +80,9 @@ struct jk_everything_req {
     const char *cursor; /* "Type/id" of the last entry of the previous page */
     const char *base_url;
     const char *next_query; /* query arguments the next link repeats (_since, _type) */
+    /* Whether the caller may see type/id (authorisation); NULL: everything. */
+    int (*is_visible)(void *arg, const char *type, const char *id);
+    void *visible_arg;
 };
 
 /* Appends the page's Bundle to out, reading through c. JK_ENOTFOUND / JK_EGONE with an

@@ -516,6 +516,7 @@ jk_rc jk_fhir_patch_tx(jk_conn *c, void *arg)
         jk_diag_init(&scratch, p->arena);
         p->w.if_match = p->base_version;
         p->w.diag = &scratch;
+        p->w.hooks = p->hooks;
         rc = jk_fhir_write_tx(c, &p->w);
         p->w.diag = p->diag;
         if (rc != JK_EPRECOND) {

@@ -48,6 +48,7 @@ struct jk_fhir_patch {
      * transaction Bundle rewrites its references there); may be NULL */
     jk_rc (*fixup)(void *fixup_arg, struct json_object *res);
     void *fixup_arg;
+    const struct jk_fhir_write_hooks *hooks; /* given to the update; may be NULL */
     /* filled by jk_fhir_patch_load */
     const char *target_id;   /* the id patched */
     int64_t base_version;    /* the version the patch was applied to */

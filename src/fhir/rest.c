@@ -128,7 +128,7 @@ jk_rc jk_fhir_write_prepare(struct jk_fhir_write *w)
     static const char *const top[] = {"resourceType", "id", "meta"};
     static const char *const stamped[] = {"versionId", "lastUpdated"};
     if (w->cond) { /* bad criteria are refused now, not inside the transaction */
-        struct jk_search_opts o = {JK_SEARCH_CRITERIA, NULL, w->now_ms};
+        struct jk_search_opts o = {.flags = JK_SEARCH_CRITERIA, .now_ms = w->now_ms};
         struct jk_search *q;
         jk_rc rc = jk_fhir_search_parse(w->arena, w->diag, w->type, w->cond->keys, w->cond->values,
                                         w->cond->n, &o, &q);
@@ -183,9 +183,25 @@ static jk_rc put_version(jk_conn *c, struct jk_fhir_write *w, const char *id, in
     return rc;
 }
 
+static jk_rc write_tx(jk_conn *c, struct jk_fhir_write *w);
+
 jk_rc jk_fhir_write_tx(jk_conn *c, void *arg)
 {
     struct jk_fhir_write *w = arg;
+    jk_rc rc = write_tx(c, w);
+    if (!rc && w->hooks && w->hooks->after && w->out.type)
+        rc = w->hooks->after(c, w->hooks->arg, w); /* not for a delete of nothing */
+    return rc;
+}
+
+static jk_rc before(jk_conn *c, struct jk_fhir_write *w, const char *id, int is_existing)
+{
+    return w->hooks && w->hooks->before ? w->hooks->before(c, w->hooks->arg, w, id, is_existing)
+                                        : JK_OK;
+}
+
+static jk_rc write_tx(jk_conn *c, struct jk_fhir_write *w)
+{
     const char *id = w->id;
     jk_rc rc;
     if (w->cond) {
@@ -199,6 +215,7 @@ jk_rc jk_fhir_write_tx(jk_conn *c, void *arg)
                                w->type);
         if (n == 1 && w->kind == JK_FHIR_CREATE) {
             w->status = 200; /* If-None-Exist: the existing resource stands */
+            if ((rc = before(c, w, ids[0], 1))) return rc;
             rc = jk_res_read(c, w->arena, w->type, ids[0], &w->out);
             return rc;
         }
@@ -220,6 +237,7 @@ jk_rc jk_fhir_write_tx(jk_conn *c, void *arg)
     if (w->kind == JK_FHIR_CREATE) {
         if (!id && !(id = jk_fhir_new_id(w->arena))) return JK_EINTERNAL;
         w->status = 201;
+        if ((rc = before(c, w, id, 0))) return rc;
         return put_version(c, w, id, 1);
     }
     int64_t current;
@@ -233,8 +251,10 @@ jk_rc jk_fhir_write_tx(jk_conn *c, void *arg)
     if (w->kind == JK_FHIR_DELETE) {
         w->status = 204;
         if (!current || is_deleted) return JK_OK; /* deleting twice is not an error */
+        if ((rc = before(c, w, id, 1))) return rc;
         return put_version(c, w, id, current + 1);
     }
     w->status = current && !is_deleted ? 200 : 201;
+    if ((rc = before(c, w, id, current && !is_deleted))) return rc;
     return put_version(c, w, id, current + 1);
 }

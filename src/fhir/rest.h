@@ -25,6 +25,19 @@ jk_rc jk_fhir_criteria_parse(struct jk_arena *a, struct jk_diag *d, const char *
 
 enum jk_fhir_write_kind { JK_FHIR_CREATE, JK_FHIR_UPDATE, JK_FHIR_DELETE };
 
+struct jk_fhir_write;
+
+/* What the caller runs inside a write's transaction (authorisation, the audit record). */
+struct jk_fhir_write_hooks {
+    /* Before a version of w->type/id is written (is_existing: it replaces a current one) or
+     * an existing match is returned (conditional create); a non-zero rc refuses the write. */
+    jk_rc (*before)(jk_conn *c, void *arg, const struct jk_fhir_write *w, const char *id,
+                    int is_existing);
+    /* After w was written or matched (w->out, w->status set). */
+    jk_rc (*after)(jk_conn *c, void *arg, const struct jk_fhir_write *w);
+    void *arg;
+};
+
 struct jk_fhir_write {
     /* in */
     enum jk_fhir_write_kind kind;
@@ -36,6 +49,7 @@ struct jk_fhir_write {
     struct jk_arena *arena;
     struct jk_diag *diag;
     int64_t now_ms;
+    const struct jk_fhir_write_hooks *hooks; /* or NULL */
     /* filled by jk_fhir_write_prepare, outside the transaction */
     const char *meta_rest, *rest; /* JSON members after the stamped ones */
     size_t meta_rest_len, rest_len;

@@ -1753,6 +1753,55 @@ static void emit_keyset(struct sb *sb, const struct jk_search *q, const struct c
 /* FROM and WHERE of the query. With a driver, its matches are the outer loop (CROSS JOIN
  * keeps SQLite from reordering) and the other conditions are checked per candidate; without,
  * the type's current resources are walked in seq order. */
+/* " AND (what the caller may see of type)" for the resource r. */
+static void emit_scope(struct sb *sb, const struct jk_search *q, const char *type)
+{
+    if (!q->o.scope) return;
+    struct jk_search_scope sc;
+    memset(&sc, 0, sizeof sc);
+    q->o.scope(q->o.scope_arg, type, &sc);
+    if (sc.mode == JK_SCOPE_ALL) return;
+    const char *const *comp = jk_sp_patient_compartment(type);
+    int is_patient = !strcmp(type, "Patient"), any = 0;
+    sb_put(sb, " AND (");
+    if (sc.mode == JK_SCOPE_SOME && sc.n_patients && (is_patient || comp)) {
+        if (is_patient) {
+            sb_put(sb, "r.id IN (");
+            for (size_t i = 0; i < sc.n_patients; i++) {
+                if (i) sb_put(sb, ", ");
+                sb_text(sb, sc.patients[i]);
+            }
+            sb_put(sb, ")");
+        } else {
+            sb_put(sb, "EXISTS (SELECT 1 FROM idx_reference z WHERE z.type = r.type AND z.id = r.id"
+                       " AND z.target_type = 'Patient' AND z.param IN (");
+            for (size_t i = 0; comp[i]; i++) {
+                if (i) sb_put(sb, ", ");
+                sb_text(sb, comp[i]);
+            }
+            sb_put(sb, ") AND z.target_id IN (");
+            for (size_t i = 0; i < sc.n_patients; i++) {
+                if (i) sb_put(sb, ", ");
+                sb_text(sb, sc.patients[i]);
+            }
+            sb_put(sb, "))");
+        }
+        any = 1;
+    }
+    if (sc.mode == JK_SCOPE_SOME && sc.n_orgs) {
+        sb_put(sb, any ? " OR " : "");
+        sb_put(sb, "EXISTS (SELECT 1 FROM res_owner o WHERE o.type = r.type AND o.id = r.id"
+                   " AND o.org IN (");
+        for (size_t i = 0; i < sc.n_orgs; i++) {
+            if (i) sb_put(sb, ", ");
+            sb_text(sb, sc.orgs[i]);
+        }
+        sb_put(sb, "))");
+        any = 1;
+    }
+    sb_put(sb, any ? ")" : "1 = 0)");
+}
+
 static void emit_from_where(struct sb *sb, const struct jk_search *q, int driver)
 {
     if (driver >= 0) {
@@ -1766,6 +1815,7 @@ static void emit_from_where(struct sb *sb, const struct jk_search *q, int driver
         sb_text(sb, q->type);
     }
     sb_put(sb, " AND r.is_current = 1 AND r.deleted = 0");
+    emit_scope(sb, q, q->type);
     for (size_t i = 0; i < q->n_conds; i++) {
         if ((int)i == driver) continue;
         sb_put(sb, " AND ");
@@ -1960,7 +2010,7 @@ jk_rc jk_fhir_search_match(jk_conn *c, struct jk_arena *a, struct jk_diag *d, co
                            const char *const *keys, const char *const *values, size_t n, size_t max,
                            const char ***ids, size_t *n_ids)
 {
-    struct jk_search_opts o = {JK_SEARCH_CRITERIA, NULL, jk_time_now_ms()};
+    struct jk_search_opts o = {.flags = JK_SEARCH_CRITERIA, .now_ms = jk_time_now_ms()};
     struct jk_search *q;
     *ids = NULL;
     *n_ids = 0;
@@ -2119,7 +2169,9 @@ static jk_rc load_pairs(jk_conn *c, struct jk_search *q, const struct pair *p, s
             done[j] = 1;
             first = 0;
         }
-        sb_put(&sb, "))");
+        sb_put(&sb, ")");
+        emit_scope(&sb, q, p[i].type);
+        sb_put(&sb, ")");
     }
     sb_put(&sb, ")");
     jk_stmt *s;
@@ -2302,6 +2354,7 @@ static jk_rc put_entry(struct jk_buf *b, const struct jk_search *q, const struct
     if (!rc) rc = jk_buf_append(b, body, len);
     if (!rc)
         rc = jk_buf_printf(b, ",\"search\":{\"mode\":\"%s\"}}", is_match ? "match" : "include");
+    if (!rc && q->o.on_entry) q->o.on_entry(q->o.scope_arg, h->type, h->id);
     return rc;
 }
 

@@ -40,10 +40,27 @@ jk_rc jk_fhir_search_match(jk_conn *c, struct jk_arena *a, struct jk_diag *d, co
     2u /* criteria only (conditional operations): no result parameters,                            \
         * unknown parameters are a 400 */
 
+/* Which resources of one type a search may return (authorisation, docs/internals/authz.md). */
+struct jk_search_scope {
+    enum { JK_SCOPE_NONE, JK_SCOPE_ALL, JK_SCOPE_SOME } mode;
+    const char *const *patients; /* SOME: in the Patient compartment of one of these ids ... */
+    size_t n_patients;
+    const char *const *orgs; /* ... or held by one of these organisations (res_owner.org) */
+    size_t n_orgs;
+};
+
+/* Fills out with the scope of type. */
+typedef void (*jk_search_scope_fn)(void *arg, const char *type, struct jk_search_scope *out);
+
 struct jk_search_opts {
     unsigned flags;       /* JK_SEARCH_* */
     const char *base_url; /* "http://127.0.0.1:8080": links, fullUrl, local absolute references */
     int64_t now_ms;       /* the clock, for the ap prefix */
+    jk_search_scope_fn scope; /* NULL: every resource may be returned */
+    void *scope_arg;
+    /* Called with scope_arg for each resource put in the Bundle (matches and includes); may
+     * be NULL. */
+    void (*on_entry)(void *arg, const char *type, const char *id);
 };
 
 /* A parsed search (the plan's input): parameters, result parameters, paging position. Lives

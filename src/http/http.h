@@ -45,6 +45,8 @@ struct jk_http_config {
     /* Runs once when a request's response is set, before it is sent; may replace it, or park
      * the request with jk_http_defer (the API writes the audit record here). NULL: none. */
     jk_rc (*on_ready)(struct jk_http_req *rq);
+    /* Runs when the request is over, before its arena is freed. NULL: none. */
+    void (*on_done)(struct jk_http_req *rq);
     int is_access_log; /* one JSON line per request on standard error */
     void *app;         /* handed to handlers through jk_http_app() */
 };
@@ -106,6 +108,9 @@ jk_rc jk_http_add_header(struct jk_http_req *rq, const char *name, const char *v
 /* Sets the response. body must live until the request ends (arena memory, or static). */
 jk_rc jk_http_respond(struct jk_http_req *rq, int status, const char *content_type,
                       const char *body, size_t len);
+
+/* The status of the response set so far (0: none yet). */
+int jk_http_status(const struct jk_http_req *rq);
 
 /* Tells the server the response will come later: the connection is parked until
  * jk_http_wake(rq), which may be called from any thread, even before jk_http_defer returns

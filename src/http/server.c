@@ -192,6 +192,11 @@ jk_rc jk_http_respond(struct jk_http_req *rq, int status, const char *content_ty
     return JK_OK;
 }
 
+int jk_http_status(const struct jk_http_req *rq)
+{
+    return ((const struct req *)rq)->status;
+}
+
 void jk_http_defer(struct jk_http_req *rq, jk_http_handler cont)
 {
     struct req *r = (struct req *)rq;
@@ -475,6 +480,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                      r->body.len, r->resp_len, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
         if (n > 0) jk_log_json(line, (unsigned long)((size_t)n < sizeof line ? n : 0));
     }
+    if (srv->cfg.on_done) srv->cfg.on_done(&r->pub);
     jk_buf_free(&r->body);
     pthread_mutex_destroy(&r->lock);
     *con_cls = NULL;
