@@ -28,7 +28,8 @@ _Static_assert(JK_PWHASH_MAX == crypto_pwhash_STRBYTES, "JK_PWHASH_MAX is the li
 #define STAFF_LINKS "Practitioner PractitionerRole"
 
 static const struct jk_role_info roles[JK_N_ROLES] = {
-    [JK_ROLE_RESIDENT] = {JK_ROLE_RESIDENT, "resident", "居民", 1, 0, "Patient", "patient/*.rs"},
+    [JK_ROLE_RESIDENT] = {JK_ROLE_RESIDENT, "resident", "居民", 1, 0, "Patient",
+                          "patient/*.rs patient/Consent.cud"},
     [JK_ROLE_DOCTOR] = {JK_ROLE_DOCTOR, "doctor", "医生", 1, 1, STAFF_LINKS, "user/*.cruds"},
     [JK_ROLE_NURSE] = {JK_ROLE_NURSE, "nurse", "护士", 1, 1, STAFF_LINKS, "user/*.cruds"},
     [JK_ROLE_PHARMACIST] = {JK_ROLE_PHARMACIST, "pharmacist", "药师", 1, 1, STAFF_LINKS,

@@ -201,7 +201,7 @@ def test_password_grant_gives_a_bearer_token_and_me(t):
 def test_resident_gets_the_patient_scope_and_context(t):
     e = env_of(t)
     body = expect_token(login(e.srv, "wang.xm", e.pw["wang.xm"]), "resident login")
-    expect_eq(body.get("scope"), "patient/*.rs", "resident scope")
+    expect_eq(body.get("scope"), "patient/*.rs patient/Consent.cud", "resident scope")
     expect_eq(body.get("patient"), "pat-1", "SMART patient context")
     narrow = expect_token(login(e.srv, "wang.xm", e.pw["wang.xm"],
                                 scope="patient/Observation.rs patient/Patient.r"), "narrower")
@@ -210,6 +210,8 @@ def test_resident_gets_the_patient_scope_and_context(t):
                        "invalid_scope", what="a resident asking for staff scopes")
     expect_oauth_error(login(e.srv, "wang.xm", e.pw["wang.xm"], scope="patient/*.cruds"), 400,
                        "invalid_scope", what="a resident asking to write")
+    expect_oauth_error(login(e.srv, "wang.xm", e.pw["wang.xm"], scope="patient/Observation.c"),
+                       400, "invalid_scope", what="a resident asking to write records")
 
 
 def test_wrong_password_and_unknown_user_look_the_same(t):
