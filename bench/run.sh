@@ -16,7 +16,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 ./jiankang demo --db "sqlite:$dir/db" >/dev/null 2>&1
-JIANKANG_ACCESS_LOG=off ./jiankang serve --listen "127.0.0.1:$port" --db "sqlite:$dir/db" \
+JIANKANG_SECURITY=off JIANKANG_ACCESS_LOG=off ./jiankang serve --listen "127.0.0.1:$port" --db "sqlite:$dir/db" \
     >"$dir/out" 2>"$dir/err" &
 server_pid=$!
 until curl -sf "$url/healthz" >/dev/null 2>&1; do sleep 0.1; done

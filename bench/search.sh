@@ -113,7 +113,7 @@ EOF
     touch "$dir/loaded-$backend"
 fi
 
-JIANKANG_ACCESS_LOG=off ./jiankang serve --listen "127.0.0.1:$port" --db "$db" \
+JIANKANG_SECURITY=off JIANKANG_ACCESS_LOG=off ./jiankang serve --listen "127.0.0.1:$port" --db "$db" \
     >"$dir/serve.out" 2>"$dir/serve.err" &
 server_pid=$!
 until curl -sf "$url/healthz" >/dev/null 2>&1; do sleep 0.1; done
