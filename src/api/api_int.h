@@ -37,18 +37,18 @@ jk_rc jk_api_check_format(struct jk_http_req *rq);
 #define JK_API_SHOW_PHONE    2u /* show phone numbers whole (else masked) */
 #define JK_SHOW_ALL          3u
 struct jk_api_guard {
-    int is_off;              /* security = off: nothing is checked or recorded */
-    struct jk_principal p;   /* who asks */
-    struct jk_authz *az;     /* what they may see (released with the request) */
-    const char *bg_reason;   /* X-Break-Glass-Reason, or NULL */
-    unsigned show;           /* JK_API_SHOW_* for the response */
+    int is_off;            /* security = off: nothing is checked or recorded */
+    struct jk_principal p; /* who asks */
+    struct jk_authz *az;   /* what they may see (released with the request) */
+    const char *bg_reason; /* X-Break-Glass-Reason, or NULL */
+    unsigned show;         /* JK_API_SHOW_* for the response */
     enum jk_az_action search_act;
     struct jk_audit_rec *recs; /* recs[0]: the access; then one per further patient */
     size_t n_recs;
     int is_recorded; /* appended inside the action's own transaction already */
     int is_bundle;   /* a transaction or batch: one record per write, and one for it all */
     const char *write_patient, *new_patient; /* the patient of the write being decided */
-    int status;      /* the response status, for the records' outcome */
+    int status;                              /* the response status, for the records' outcome */
     jk_rc audit_rc;
 };
 /* Authenticates the request (401 without a valid token) and starts its audit record with
@@ -65,6 +65,9 @@ jk_rc jk_api_allow_stored(struct jk_http_req *rq, struct jk_api_guard *g, enum j
  * rows; its holder will be the principal's organisation. */
 jk_rc jk_api_allow_new(struct jk_http_req *rq, struct jk_api_guard *g, const char *type,
                        const char *id, const struct jk_idx_row *rows, size_t n_rows);
+/* Whether the principal may read version r of a resource (whose current version they may
+ * read): an old version may have been about another patient. */
+int jk_api_may_read_version(struct jk_http_req *rq, struct jk_api_guard *g, const struct jk_res *r);
 /* Restricts search o to what the principal may see of type for act (JK_AZ_SEARCH or
  * JK_AZ_COUNT); JK_EFORBIDDEN when nothing. */
 jk_rc jk_api_search_scope(struct jk_http_req *rq, struct jk_api_guard *g, enum jk_az_action act,

@@ -256,8 +256,7 @@ jk_rc jk_api_fhir_validate(struct jk_http_req *rq)
     struct jk_api_guard *g;
     jk_rc rc;
     if ((rc = jk_api_guard(rq, "operation", &g)) || (rc = jk_api_check_format(rq)) ||
-        (rc = jk_api_check_type(rq, type)) ||
-        (rc = jk_api_check_content_type(rq)))
+        (rc = jk_api_check_type(rq, type)) || (rc = jk_api_check_content_type(rq)))
         return rc;
     if (id && (rc = jk_api_check_id(rq, id))) return rc;
     const char *mode_q = jk_http_query_get(rq, "mode");

@@ -95,6 +95,12 @@ static jk_rc read_common(struct jk_http_req *rq, int is_vread)
         jk_api_version_headers(rq, &r, 0);
         return jk_diag_add(&rq->diag, rc, "deleted", NULL, "%s/%s was deleted", type, id);
     }
+    if (!rc && is_vread && !jk_api_may_read_version(rq, g, &r)) {
+        g->recs[0].action = "refused";
+        return jk_diag_add(&rq->diag, JK_EFORBIDDEN, "forbidden", NULL,
+                           "%s/%s version %lld was about a patient this account may not see", type,
+                           id, (long long)vid);
+    }
     return rc ? rc : send_resource(rq, 200, &r);
 }
 
@@ -457,8 +463,11 @@ jk_rc jk_api_fhir_history(struct jk_http_req *rq)
             &b, ",{\"relation\":\"next\",\"url\":\"%s?_count=%lld&_before_seq=%lld%s%s\"}", self,
             count, (long long)list[n - 1].seq, since ? "&_since=" : "", since ? since : "");
     if (!rc) rc = jk_buf_puts(&b, "],\"entry\":[");
-    for (size_t i = 0; i < n && !rc; i++)
-        rc = history_entry(&b, app->base_url, &list[i], i == 0);
+    for (size_t i = 0, first = 1; i < n && !rc; i++) {
+        if (id && !jk_api_may_read_version(rq, g, &list[i])) continue; /* about someone else */
+        rc = history_entry(&b, app->base_url, &list[i], first);
+        first = 0;
+    }
     if (!rc) rc = jk_buf_puts(&b, "]}");
     if (rc) {
         jk_buf_free(&b);

@@ -4,11 +4,14 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <json-c/json.h>
+
 #include "api/api_int.h"
 #include "auth/audit.h"
 #include "core/arena.h"
 #include "core/log.h"
 #include "core/time.h"
+#include "fhir/extract.h"
 #include "fhir/rest.h"
 #include "fhir/searchparam.h"
 
@@ -132,24 +135,56 @@ jk_rc jk_api_allow_stored(struct jk_http_req *rq, struct jk_api_guard *g, enum j
     return rc ? rc : jk_api_allow(rq, g, act, &f, id);
 }
 
-jk_rc jk_api_allow_new(struct jk_http_req *rq, struct jk_api_guard *g, const char *type,
-                       const char *id, const struct jk_idx_row *rows, size_t n_rows)
+/* The patients of content about to be written (or of an old version), from its index rows. */
+static jk_rc facts_of_rows(struct jk_http_req *rq, const char *type, const char *id,
+                           const struct jk_idx_row *rows, size_t n_rows, struct jk_az_facts *f)
 {
-    if (g->is_off) return JK_OK;
     const char *const *comp = jk_sp_patient_compartment(type);
     const char **ids = jk_arena_alloc(rq->arena, 17 * sizeof *ids);
     if (!ids) return JK_ENOMEM;
-    struct jk_az_facts f = {type, ids, 0, g->p.org[0] ? g->p.org : NULL};
-    if (!strcmp(type, "Patient") && id) ids[f.n_patients++] = id;
-    for (size_t i = 0; comp && i < n_rows && f.n_patients < 16; i++) {
+    f->type = type;
+    f->patients = ids;
+    f->n_patients = 0;
+    if (!strcmp(type, "Patient") && id) ids[f->n_patients++] = id;
+    for (size_t i = 0; comp && i < n_rows && f->n_patients < 16; i++) {
         const struct jk_idx_row *r = &rows[i];
         if (r->kind != JK_IDX_REFERENCE || strcmp(r->s1, "Patient") || !*r->s2) continue;
         for (size_t k = 0; comp[k]; k++)
             if (!strcmp(comp[k], r->param)) {
-                ids[f.n_patients++] = r->s2;
+                ids[f->n_patients++] = r->s2;
                 break;
             }
     }
+    return JK_OK;
+}
+
+int jk_api_may_read_version(struct jk_http_req *rq, struct jk_api_guard *g, const struct jk_res *r)
+{
+    if (g->is_off || r->is_deleted || !r->body) return 1;
+    jk_conn *c = jk_store_conn(jk_api_app(rq)->db);
+    struct jk_az_facts held, f;
+    struct json_object *res = json_tokener_parse(r->body);
+    struct jk_idx_row *rows = NULL;
+    size_t n_rows = 0;
+    const char *why;
+    int ok = c && res && !jk_authz_facts(c, rq->arena, r->type, r->id, &held) &&
+             !jk_fhir_extract(rq->arena, res, &rows, &n_rows) &&
+             !facts_of_rows(rq, r->type, r->id, rows, n_rows, &f);
+    json_object_put(res);
+    if (!ok) return 0;
+    f.org = held.org;
+    return !jk_authz_decide(g->az, JK_AZ_READ, &f, g->bg_reason != NULL, NULL, &why);
+}
+
+jk_rc jk_api_allow_new(struct jk_http_req *rq, struct jk_api_guard *g, const char *type,
+                       const char *id, const struct jk_idx_row *rows, size_t n_rows)
+{
+    if (g->is_off) return JK_OK;
+    struct jk_az_facts f;
+    jk_rc rc = facts_of_rows(rq, type, id, rows, n_rows, &f);
+    if (rc) return rc;
+    f.org = g->p.org[0] ? g->p.org : NULL;
+    const char **ids = (const char **)f.patients;
     g->new_patient = f.n_patients ? ids[0] : NULL;
     return jk_api_allow(rq, g, JK_AZ_CREATE, &f, id);
 }
@@ -207,7 +242,7 @@ jk_rc jk_api_search_scope(struct jk_http_req *rq, struct jk_api_guard *g, enum j
 
 static jk_rc outcome_of(int status)
 {
-    return status < 400   ? JK_OK
+    return status < 400    ? JK_OK
            : status == 401 ? JK_EUNAUTH
            : status == 403 ? JK_EFORBIDDEN
            : status == 404 ? JK_ENOTFOUND
@@ -252,8 +287,9 @@ static jk_rc audit_finish(struct jk_http_req *rq)
 {
     struct jk_api_guard *g = rq->ctx;
     if (!g->audit_rc) return JK_OK; /* the response set before stays */
-    jk_log_error("audit", "request %s: the audit record could not be written (%s); the "
-                          "response is withheld",
+    jk_log_error("audit",
+                 "request %s: the audit record could not be written (%s); the "
+                 "response is withheld",
                  rq->request_id, jk_rc_name(g->audit_rc));
     jk_diag_init(&rq->diag, rq->arena);
     return jk_diag_add(&rq->diag, JK_EDB, "transient", NULL,
@@ -311,8 +347,7 @@ static jk_rc write_after(jk_conn *c, void *arg, const struct jk_fhir_write *w)
     const struct jk_audit *au = jk_api_app(rq)->audit;
     jk_rc rc = JK_OK;
     if (g->is_off) return JK_OK;
-    if (w->status == 201 && g->p.org[0])
-        rc = jk_authz_set_holder(c, w->type, w->out.id, g->p.org);
+    if (w->status == 201 && g->p.org[0]) rc = jk_authz_set_holder(c, w->type, w->out.id, g->p.org);
     jk_authz_touch(w->type);
     if (rc || !au) return rc;
     struct jk_audit_rec r = g->recs[0];

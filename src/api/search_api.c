@@ -41,11 +41,11 @@ static jk_rc search(struct jk_http_req *rq, const char *const *keys, const char 
                            "'%s' is not a FHIR R4 resource type", type ? type : "");
     jk_conn *c = jk_store_conn(app->db);
     if (!c) return JK_EDB;
-    struct jk_search_opts o = {.flags = prefer_flags(rq), .base_url = app->base_url,
-                               .now_ms = jk_time_now_ms()};
-    int is_count = 0;
+    struct jk_search_opts o = {
+        .flags = prefer_flags(rq), .base_url = app->base_url, .now_ms = jk_time_now_ms()};
+    int is_count = 0; /* the search obeys the last _summary */
     for (size_t i = 0; i < n; i++)
-        if (!strcmp(keys[i], "_summary") && !strcmp(values[i], "count")) is_count = 1;
+        if (!strcmp(keys[i], "_summary")) is_count = !strcmp(values[i], "count");
     if ((rc = jk_api_search_scope(rq, g, is_count ? JK_AZ_COUNT : JK_AZ_SEARCH, type, &o)))
         return rc;
     struct jk_buf b;

@@ -437,6 +437,9 @@ static jk_rc sb_prepare(struct sb *sb, jk_conn *c, jk_stmt **out)
 
 /* ---- parsing values ---- */
 
+static void emit_scope(struct sb *sb, const struct jk_search *q, const char *type,
+                       const char *idcol);
+
 static jk_rc bad_value(struct jk_search *q, const char *key, const char *value, const char *why)
 {
     return jk_diag_add(q->d, JK_EINVAL, "invalid", key,
@@ -1593,6 +1596,7 @@ static void emit_cond(struct sb *sb, const struct jk_search *q, const struct con
         sb_fmt(sb, " AND %s.target_type = ", al);
         sb_text(sb, c->type);
         snprintf(col, sizeof col, "%s.id", al);
+        emit_scope(sb, q, c->has_type, col);
         if (mode == E_EXISTS || !is_drivable(c->has)) {
             sb_put(sb, " AND ");
             emit_cond(sb, q, c->has, E_EXISTS, col, NULL);
@@ -1622,6 +1626,7 @@ static void emit_cond(struct sb *sb, const struct jk_search *q, const struct con
         for (size_t i = 0; i < c->n_chain; i++) {
             sb_fmt(sb, "%s(%s.target_type = ", i ? " OR " : "", al);
             sb_text(sb, c->chain_types[i]);
+            emit_scope(sb, q, c->chain_types[i], col);
             if (mode == E_EXISTS || !is_drivable(c->chain[i])) {
                 sb_put(sb, " AND ");
                 emit_cond(sb, q, c->chain[i], E_EXISTS, col, NULL);
@@ -1753,8 +1758,10 @@ static void emit_keyset(struct sb *sb, const struct jk_search *q, const struct c
 /* FROM and WHERE of the query. With a driver, its matches are the outer loop (CROSS JOIN
  * keeps SQLite from reordering) and the other conditions are checked per candidate; without,
  * the type's current resources are walked in seq order. */
-/* " AND (what the caller may see of type)" for the resource r. */
-static void emit_scope(struct sb *sb, const struct jk_search *q, const char *type)
+/* " AND (what the caller may see of type)" for the resource of type whose id is in column
+ * idcol: the page's resources, included ones, and those a chain or _has looks into. */
+static void emit_scope(struct sb *sb, const struct jk_search *q, const char *type,
+                       const char *idcol)
 {
     if (!q->o.scope) return;
     struct jk_search_scope sc;
@@ -1766,32 +1773,32 @@ static void emit_scope(struct sb *sb, const struct jk_search *q, const char *typ
     sb_put(sb, " AND (");
     if (sc.mode == JK_SCOPE_SOME && sc.n_patients && (is_patient || comp)) {
         if (is_patient) {
-            sb_put(sb, "r.id IN (");
-            for (size_t i = 0; i < sc.n_patients; i++) {
-                if (i) sb_put(sb, ", ");
-                sb_text(sb, sc.patients[i]);
-            }
-            sb_put(sb, ")");
+            sb_fmt(sb, "%s IN (", idcol);
         } else {
-            sb_put(sb, "EXISTS (SELECT 1 FROM idx_reference z WHERE z.type = r.type AND z.id = r.id"
-                       " AND z.target_type = 'Patient' AND z.param IN (");
+            const char *z = sb_alias(sb);
+            sb_fmt(sb, "EXISTS (SELECT 1 FROM idx_reference %s WHERE %s.type = ", z, z);
+            sb_text(sb, type);
+            sb_fmt(sb, " AND %s.id = %s AND %s.target_type = 'Patient' AND %s.param IN (", z, idcol,
+                   z, z);
             for (size_t i = 0; comp[i]; i++) {
                 if (i) sb_put(sb, ", ");
                 sb_text(sb, comp[i]);
             }
-            sb_put(sb, ") AND z.target_id IN (");
-            for (size_t i = 0; i < sc.n_patients; i++) {
-                if (i) sb_put(sb, ", ");
-                sb_text(sb, sc.patients[i]);
-            }
-            sb_put(sb, "))");
+            sb_fmt(sb, ") AND %s.target_id IN (", z);
         }
+        for (size_t i = 0; i < sc.n_patients; i++) {
+            if (i) sb_put(sb, ", ");
+            sb_text(sb, sc.patients[i]);
+        }
+        sb_put(sb, is_patient ? ")" : "))");
         any = 1;
     }
     if (sc.mode == JK_SCOPE_SOME && sc.n_orgs) {
-        sb_put(sb, any ? " OR " : "");
-        sb_put(sb, "EXISTS (SELECT 1 FROM res_owner o WHERE o.type = r.type AND o.id = r.id"
-                   " AND o.org IN (");
+        const char *o = sb_alias(sb);
+        sb_fmt(sb, "%sEXISTS (SELECT 1 FROM res_owner %s WHERE %s.type = ", any ? " OR " : "", o,
+               o);
+        sb_text(sb, type);
+        sb_fmt(sb, " AND %s.id = %s AND %s.org IN (", o, idcol, o);
         for (size_t i = 0; i < sc.n_orgs; i++) {
             if (i) sb_put(sb, ", ");
             sb_text(sb, sc.orgs[i]);
@@ -1815,7 +1822,7 @@ static void emit_from_where(struct sb *sb, const struct jk_search *q, int driver
         sb_text(sb, q->type);
     }
     sb_put(sb, " AND r.is_current = 1 AND r.deleted = 0");
-    emit_scope(sb, q, q->type);
+    emit_scope(sb, q, q->type, "r.id");
     for (size_t i = 0; i < q->n_conds; i++) {
         if ((int)i == driver) continue;
         sb_put(sb, " AND ");
@@ -2170,7 +2177,7 @@ static jk_rc load_pairs(jk_conn *c, struct jk_search *q, const struct pair *p, s
             first = 0;
         }
         sb_put(&sb, ")");
-        emit_scope(&sb, q, p[i].type);
+        emit_scope(&sb, q, p[i].type, "r.id");
         sb_put(&sb, ")");
     }
     sb_put(&sb, ")");
