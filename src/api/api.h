@@ -15,7 +15,7 @@ struct jk_app {
     struct jk_http_server *srv; /* for /metrics; set after the server starts */
     struct jk_json_limits json_limits;
     size_t max_bundle_entries;
-    const char *base_url; /* "http://127.0.0.1:8080" */
+    const char *base_url;         /* "http://127.0.0.1:8080" */
     const struct jk_audit *audit; /* the audit trail every access is appended to */
     int is_security_off;          /* security = off (development only): no token, no check,
                                    * no audit record */

@@ -202,7 +202,8 @@ static jk_rc rules_value(const struct rule_def *d, struct json_object *v, const 
                 return rules_fail(err, errlen, file, sub, "'%s' is not %s", s,
                                   d->kind == R_CODES ? "a code" : "a FHIR R4 resource type");
             size_t sn = strlen(s);
-            if (len + sn + 2 > cap) return rules_fail(err, errlen, file, sub, "the list is too long");
+            if (len + sn + 2 > cap)
+                return rules_fail(err, errlen, file, sub, "the list is too long");
             if (len) dst[len++] = ' ';
             memcpy(dst + len, s, sn + 1);
             len += sn;
@@ -226,8 +227,8 @@ static jk_rc rules_value(const struct rule_def *d, struct json_object *v, const 
             if (!json_object_is_type(e, json_type_object))
                 return rules_fail(err, errlen, file, sub, "must be an object");
             if ((rc = rules_known_keys(e, keys, file, sub, err, errlen))) return rc;
-            const char *t = json_object_object_get_ex(e, "type", &m) ? json_object_get_string(m)
-                                                                     : "";
+            const char *t =
+                json_object_object_get_ex(e, "type", &m) ? json_object_get_string(m) : "";
             if (!jk_fhir_is_resource_type(t, strlen(t)) || strlen(t) >= sizeof rr->type)
                 return rules_fail(err, errlen, file, sub, "type '%s' is not a resource type", t);
             snprintf(rr->type, sizeof rr->type, "%s", t);

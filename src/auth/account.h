@@ -69,11 +69,11 @@ struct jk_rate_rule {
  * organisations) its actor parameter names and the patient its patient parameter names,
  * while its status parameter has one of statuses (access.treatment_relationships). */
 struct jk_relationship_rule {
-    char type[64];       /* "Encounter" */
-    char actor[64];      /* a reference search parameter of type: "participant" */
-    char patient[64];    /* a reference search parameter of type: "patient" */
-    char status[64];     /* a token search parameter of type: "status" */
-    char statuses[256];  /* the codes that count, space separated: "arrived in-progress" */
+    char type[64];      /* "Encounter" */
+    char actor[64];     /* a reference search parameter of type: "participant" */
+    char patient[64];   /* a reference search parameter of type: "patient" */
+    char status[64];    /* a token search parameter of type: "status" */
+    char statuses[256]; /* the codes that count, space separated: "arrived in-progress" */
 };
 
 /* The rules of rules/security.json. Each field is one rule; its stable code is in the

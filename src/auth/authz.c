@@ -73,8 +73,8 @@ struct jk_authz {
                            * consents without a type limit */
     struct typed typed[MAX_GRANT_TYPES]; /* staff: plus consents limited to a type */
     size_t n_typed;
-    struct strs orgs;     /* organisations whose holdings it sees: its own, or its subtree */
-    struct strs own_org;  /* its own organisation alone */
+    struct strs orgs;    /* organisations whose holdings it sees: its own, or its subtree */
+    struct strs own_org; /* its own organisation alone */
 };
 
 /* ---- reading the store ---- */
@@ -102,9 +102,10 @@ static jk_rc collect(jk_conn *c, const char *sql, const char *const *args, size_
 static const char *str_of(struct json_object *obj, const char *key)
 {
     struct json_object *v;
-    const char *s = json_object_object_get_ex(obj, key, &v) && json_object_is_type(v, json_type_string)
-                        ? json_object_get_string(v)
-                        : NULL;
+    const char *s =
+        json_object_object_get_ex(obj, key, &v) && json_object_is_type(v, json_type_string)
+            ? json_object_get_string(v)
+            : NULL;
     return s ? s : "";
 }
 
@@ -187,13 +188,12 @@ static jk_rc add_wards(jk_conn *c, struct jk_authz *az, const char *self, int64_
                                                    &codings))
                         continue;
                     for (size_t j = 0; j < json_object_array_length(codings); j++) {
-                        const char *code =
-                            str_of(json_object_array_get_idx(codings, j), "code");
+                        const char *code = str_of(json_object_array_get_idx(codings, j), "code");
                         if (word_in(az->rules->guardian_codes, code)) is_guardian = 1;
                     }
                 }
-            int is_active = !json_object_object_get_ex(rp, "active", &act) ||
-                            json_object_get_boolean(act);
+            int is_active =
+                !json_object_object_get_ex(rp, "active", &act) || json_object_get_boolean(act);
             const char *ward = ref_id(rp, "patient", "Patient");
             if (ward && is_guardian && is_active && period_covers(rp, "period", now_ms))
                 rc = strs_add(&az->patients, ward, strlen(ward));
@@ -374,13 +374,12 @@ static jk_rc build(jk_conn *c, const struct jk_security_rules *r, const struct j
     case JK_ROLE_REGULATOR:
         if (p->org[0]) rc = add_subtree(c, &az->orgs, p->org);
         break;
-    default:
-        rc = strs_add_all(&az->orgs, &az->own_org);
-        break;
+    default: rc = strs_add_all(&az->orgs, &az->own_org); break;
     }
     if (az->patients.n == MAX_VIEW_IDS || az->orgs.n == MAX_VIEW_IDS)
-        jk_log_warn("authz", "account %lld sees more than %d patients or organisations; the "
-                             "view is cut there",
+        jk_log_warn("authz",
+                    "account %lld sees more than %d patients or organisations; the "
+                    "view is cut there",
                     (long long)p->account_id, MAX_VIEW_IDS);
     return rc;
 }
@@ -564,9 +563,8 @@ void jk_authz_scope(const struct jk_authz *az, enum jk_az_action act, const char
     none(out, "unknown role");
 }
 
-jk_rc jk_authz_decide(const struct jk_authz *az, enum jk_az_action act,
-                      const struct jk_az_facts *f, int is_break_glass, int *was_break_glass,
-                      const char **why)
+jk_rc jk_authz_decide(const struct jk_authz *az, enum jk_az_action act, const struct jk_az_facts *f,
+                      int is_break_glass, int *was_break_glass, const char **why)
 {
     struct jk_az_scope s;
     if (was_break_glass) *was_break_glass = 0;

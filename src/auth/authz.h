@@ -64,9 +64,8 @@ void jk_authz_scope(const struct jk_authz *az, enum jk_az_action act, const char
 
 /* The decision: JK_OK when allowed (*is_break_glass, may be NULL, tells whether only
  * because of break-glass), else JK_EFORBIDDEN with a reason in why (static text). */
-jk_rc jk_authz_decide(const struct jk_authz *az, enum jk_az_action act,
-                      const struct jk_az_facts *f, int is_break_glass, int *was_break_glass,
-                      const char **why);
+jk_rc jk_authz_decide(const struct jk_authz *az, enum jk_az_action act, const struct jk_az_facts *f,
+                      int is_break_glass, int *was_break_glass, const char **why);
 
 /* The facts of the stored resource type/id: its patients (Patient: itself) and holder, into
  * the arena. */
