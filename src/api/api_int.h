@@ -129,4 +129,17 @@ jk_rc jk_api_auth_token(struct jk_http_req *rq);
 jk_rc jk_api_auth_revoke(struct jk_http_req *rq);
 jk_rc jk_api_auth_me(struct jk_http_req *rq);
 
+/* audit_api.c: the audit trail read by regulators (AuditEvent), the access log of a
+ * resident, and refusals of changes to the trail; each such request is itself recorded */
+struct jk_keys;
+/* Derives the key of the pseudonyms under which a resident's access log shows staff from the
+ * platform keys; once, before the server starts. */
+jk_rc jk_api_audit_init(const struct jk_keys *keys);
+/* The id in ref when it is "type/id" ("Organization/x" -> "x"), else ref itself. */
+const char *jk_api_ref_id(const char *ref, const char *type);
+jk_rc jk_api_audit_search(struct jk_http_req *rq);
+jk_rc jk_api_audit_read(struct jk_http_req *rq);
+jk_rc jk_api_audit_refuse(struct jk_http_req *rq);
+jk_rc jk_api_access_log(struct jk_http_req *rq);
+
 #endif

@@ -13,6 +13,7 @@
 
 #include "api/api_int.h"
 #include "auth/account.h"
+#include "auth/audit.h"
 #include "auth/token.h"
 #include "core/arena.h"
 #include "core/log.h"
@@ -324,33 +325,38 @@ static int basic_auth(struct jk_http_req *rq, const char **id, const char **secr
     return *id && *secret ? 1 : -1;
 }
 
-/* ---- AUDIT HOOK ----
- * The one place where login, failed login, lockout and logout are recorded. It runs inside
- * the transaction that records the attempt (on c, as the transaction's last statement), so
- * wiring in the audit chain is: build a struct jk_audit_rec from these arguments and call
- * jk_audit_append(au, c, &rec, NULL), returning its rc (a failed append must fail the
- * transaction). action is "login", "login-failed" or "logout"; detail is the stable reason
- * ("bad_secret", "locked", "lockout", "totp_required", ...). username is NULL when the name
- * given matches no account: what was typed is not recorded (it may be a password). Never
- * pass a password, token or secret here. */
-static jk_rc audit_login(jk_conn *c, const char *action, const char *username, int64_t account_id,
-                         const char *role, const char *org, const char *client_addr,
-                         const char *request_id, jk_rc outcome, const char *detail)
+/* ---- the audit records of logins ----
+ * The one place where login, failed login, lockout and logout are recorded, inside the
+ * transaction that records the attempt (on c, as the transaction's last statement), so the
+ * record commits with the attempt; a failed append fails the transaction. action is "login",
+ * "login-failed" or "logout"; detail is the stable reason of a failure ("bad_secret",
+ * "locked", "lockout", "totp_required", ...), NULL otherwise. username is NULL when the name
+ * given matches no account: what was typed is not recorded (it may be a password), the actor
+ * is "anonymous" and the detail "unknown_account". Never pass a password, token or secret
+ * here. au is NULL when nothing is audited (security off, unit tests). */
+static jk_rc audit_login(const struct jk_audit *au, jk_conn *c, const char *action,
+                         const char *username, const char *role, const char *org,
+                         const char *client_addr, const char *request_id, jk_rc outcome,
+                         const char *detail)
 {
-    (void)c;
-    jk_log_info("audit",
-                "action=%s actor=%s account=%lld role=%s org=%s addr=%s request=%s outcome=%s "
-                "detail=%s",
-                action, username ? username : "unknown", (long long)account_id, role ? role : "",
-                org ? org : "", client_addr, request_id, jk_rc_name(outcome), detail);
-    return JK_OK;
+    if (!au) return JK_OK;
+    struct jk_audit_rec r = {.actor = username,
+                             .role = role,
+                             .org = jk_api_ref_id(org, "Organization"),
+                             .action = action,
+                             .client_addr = client_addr,
+                             .outcome = outcome,
+                             .request_id = request_id,
+                             .reason = detail};
+    return jk_audit_append(au, c, &r, NULL);
 }
 
 /* ---- POST /auth/token ---- */
 
 struct login_job {
     const struct jk_security_rules *rules;
-    struct jk_account acct; /* id 0: the name matched no account */
+    const struct jk_audit *au; /* NULL: not audited */
+    struct jk_account acct;    /* id 0: the name matched no account */
     enum jk_login_outcome outcome;
     int is_client;      /* client_credentials */
     int is_wrong_grant; /* right secret, but the account uses the other grant */
@@ -361,6 +367,7 @@ struct login_job {
     char token[JK_TOKEN_TEXT_LEN + 1];
     const char *addr, *request_id;
     int is_locked_now;
+    int is_replayed; /* the right code, but its step was used already (sent twice at once) */
     jk_rc rc;
 };
 
@@ -376,36 +383,44 @@ static int login_issues_token(const struct login_job *job)
 }
 
 /* The transaction of a login attempt: the failure count and lockout, or the success, the
- * new token and (when the cost changed) the new hash; then the audit record. */
+ * new token and (when the cost changed) the new hash; then the audit record. A failed
+ * attempt commits too: its count and its record are the transaction's point. */
 static jk_rc login_tx(jk_conn *c, void *arg)
 {
     struct login_job *job = arg;
     const struct jk_account *a = &job->acct;
     const char *role = a->id ? jk_role_info(a->role)->name : NULL;
     jk_rc rc = JK_OK;
+    job->is_replayed = 0; /* a transaction may be run again */
     if (a->id && login_counts_as_failure(job->outcome)) {
         rc = jk_account_note_failure(c, a->id, job->rules, job->now_ms, &job->is_locked_now);
     } else if (login_issues_token(job)) {
         int64_t life = (int64_t)job->rules->token_lifetime_minutes * 60000;
         rc = jk_account_note_success(c, a->id, job->totp_step);
-        if (!rc && job->new_hash[0])
-            rc = jk_account_set_password(c, a->id, job->new_hash, a->password_set_ms);
-        if (!rc)
-            rc = jk_token_issue(c, a->id, job->scopes, job->now_ms, life, job->token,
-                                sizeof job->token);
+        if (rc == JK_EUNAUTH) { /* nothing written: record the refusal below */
+            job->is_replayed = 1;
+            rc = JK_OK;
+        } else {
+            if (!rc && job->new_hash[0])
+                rc = jk_account_set_password(c, a->id, job->new_hash, a->password_set_ms);
+            if (!rc)
+                rc = jk_token_issue(c, a->id, job->scopes, job->now_ms, life, job->token,
+                                    sizeof job->token);
+        }
     }
     if (rc) return rc;
-    if (login_issues_token(job))
-        return audit_login(c, "login", a->username, a->id, role, a->org, job->addr, job->request_id,
-                           JK_OK, job->is_client ? "client_credentials" : "password");
-    rc = audit_login(c, "login-failed", a->id ? a->username : NULL, a->id, role,
+    if (login_issues_token(job) && !job->is_replayed)
+        return audit_login(job->au, c, "login", a->username, role, a->org, job->addr,
+                           job->request_id, JK_OK, NULL);
+    rc = audit_login(job->au, c, "login-failed", a->id ? a->username : NULL, role,
                      a->id ? a->org : NULL, job->addr, job->request_id, JK_EUNAUTH,
                      !a->id                ? "unknown_account"
+                     : job->is_replayed    ? "totp_replayed"
                      : job->is_wrong_grant ? "wrong_grant"
                      : job->is_bad_scope   ? "invalid_scope"
                                            : jk_login_outcome_name(job->outcome));
     if (!rc && job->is_locked_now)
-        rc = audit_login(c, "login-failed", a->username, a->id, role, a->org, job->addr,
+        rc = audit_login(job->au, c, "login-failed", a->username, role, a->org, job->addr,
                          job->request_id, JK_EUNAUTH, "lockout");
     return rc;
 }
@@ -446,7 +461,7 @@ static jk_rc login_finish(struct jk_http_req *rq)
     const struct jk_security_rules *r = job->rules;
     int st = job->is_client ? 401 : 400;
     const char *err = job->is_client ? "invalid_client" : "invalid_grant";
-    if (job->rc == JK_EUNAUTH && login_issues_token(job)) /* the same code sent twice at once */
+    if (!job->rc && job->is_replayed) /* the same code sent twice at once */
         return oauth_error(rq, 400, "invalid_grant", "totp_invalid",
                            "the one-time code is wrong or was used already");
     if (job->rc) return job->rc;
@@ -549,6 +564,7 @@ jk_rc jk_api_auth_token(struct jk_http_req *rq)
     struct login_job *job = jk_arena_zalloc(rq->arena, sizeof *job);
     if (!job) return JK_ENOMEM;
     job->rules = r;
+    job->au = jk_api_app(rq)->audit;
     job->is_client = is_client;
     job->addr = jk_http_client_addr(rq);
     job->request_id = rq->request_id;
@@ -593,6 +609,7 @@ jk_rc jk_api_auth_token(struct jk_http_req *rq)
 /* ---- POST /auth/revoke ---- */
 
 struct revoke_job {
+    const struct jk_audit *au;
     const char *token, *addr, *request_id;
     int64_t account_id;
     jk_rc rc;
@@ -605,8 +622,8 @@ static jk_rc revoke_tx(jk_conn *c, void *arg)
     if (rc || !job->account_id) return rc;
     struct jk_account a;
     if ((rc = jk_account_get(c, job->account_id, &a))) return rc;
-    return audit_login(c, "logout", a.username, a.id, jk_role_info(a.role)->name, a.org, job->addr,
-                       job->request_id, JK_OK, "revoke");
+    return audit_login(job->au, c, "logout", a.username, jk_role_info(a.role)->name, a.org,
+                       job->addr, job->request_id, JK_OK, NULL);
 }
 
 static void revoke_done(void *arg, jk_rc rc)
@@ -641,6 +658,7 @@ jk_rc jk_api_auth_revoke(struct jk_http_req *rq)
     if (wait) return send_throttled_oauth(rq, wait);
     struct revoke_job *job = jk_arena_zalloc(rq->arena, sizeof *job);
     if (!job) return JK_ENOMEM;
+    job->au = jk_api_app(rq)->audit;
     job->token = token;
     job->addr = jk_http_client_addr(rq);
     job->request_id = rq->request_id;

@@ -823,16 +823,17 @@ jk_rc jk_account_note_failure(jk_conn *c, int64_t id, const struct jk_security_r
 jk_rc jk_account_note_success(jk_conn *c, int64_t id, int64_t totp_step)
 {
     jk_stmt *s;
-    jk_rc rc = jk_conn_prepare(c, sql_success, &s);
-    if (rc) return rc;
+    jk_rc rc;
+    if (totp_step > 0) { /* first, so that a replayed code leaves nothing written */
+        if ((rc = jk_conn_prepare(c, sql_totp_step, &s))) return rc;
+        jk_stmt_int_arg(s, 1, totp_step);
+        jk_stmt_int_arg(s, 2, id);
+        jk_stmt_int_arg(s, 3, totp_step);
+        if ((rc = update_one(s))) return rc == JK_ENOTFOUND ? JK_EUNAUTH : rc;
+    }
+    if ((rc = jk_conn_prepare(c, sql_success, &s))) return rc;
     jk_stmt_int_arg(s, 1, id);
-    if ((rc = update_one(s)) || totp_step <= 0) return rc;
-    if ((rc = jk_conn_prepare(c, sql_totp_step, &s))) return rc;
-    jk_stmt_int_arg(s, 1, totp_step);
-    jk_stmt_int_arg(s, 2, id);
-    jk_stmt_int_arg(s, 3, totp_step);
-    rc = update_one(s);
-    return rc == JK_ENOTFOUND ? JK_EUNAUTH : rc;
+    return update_one(s);
 }
 
 jk_rc jk_account_list(jk_conn *c, int (*fn)(void *arg, const struct jk_account *a), void *arg)

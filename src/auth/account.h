@@ -197,8 +197,8 @@ jk_rc jk_account_note_failure(jk_conn *c, int64_t id, const struct jk_security_r
                               int64_t now_ms, int *is_locked_now);
 
 /* Records a successful login: clears the failure count and, when totp_step > 0, stores it as
- * the last step used. JK_EUNAUTH when that step (or a later one) was used already: the same
- * code sent twice at once. */
+ * the last step used. JK_EUNAUTH, with nothing written, when that step (or a later one) was
+ * used already: the same code sent twice at once. */
 jk_rc jk_account_note_success(jk_conn *c, int64_t id, int64_t totp_step);
 
 /* Calls fn for every account in user name order, until fn returns non-zero. */

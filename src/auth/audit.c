@@ -2,13 +2,17 @@
  * reading back and rendering as FHIR AuditEvent. */
 #include "auth/audit.h"
 
+#include <errno.h>
 #include <json-c/json.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/buf.h"
+#include "core/log.h"
 #include "core/time.h"
 #include "fhir/validate.h"
 
@@ -57,7 +61,15 @@ static const struct action {
     {"login-failed", "E", ET_AUTH, SUB_DCM, "110122", "Login"},
     {"refused", "E", ET_ALERT, SUB_LOCAL, "refused", "access refused"},
     {"break-glass", "E", ET_ALERT, SUB_LOCAL, "break-glass", "emergency access"},
+    {"account", "U", ET_ALERT, SUB_DCM, "110137", "User Security Attributes Changed"},
 };
+
+/* Actions whose reason field is a detail (why a login failed, what an administrator changed)
+ * rather than a break-glass justification: rendered as outcomeDesc, not purposeOfEvent. */
+static int has_detail(const struct action *a)
+{
+    return a->type == ET_AUTH || !strcmp(a->name, "account");
+}
 
 static const struct action *action_find(const char *name)
 {
@@ -333,6 +345,92 @@ jk_rc jk_audit_checkpoint(const struct jk_audit *au, jk_conn *c)
     if (rc || h.seq == 0 || h.seq == h.ckpt_seq) return rc;
     rc = checkpoint_write(au, c, &h, au->now_ms ? au->now_ms() : jk_time_now_ms());
     if (!rc) rc = head_set(c, &h);
+    return rc;
+}
+
+/* ---- the checkpoint timer of a server ---- */
+
+struct jk_audit_ticker {
+    const struct jk_audit *au;
+    jk_store *st;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond; /* signalled when is_stopping is set */
+    int is_stopping;
+};
+
+static jk_rc checkpoint_tx(jk_conn *c, void *arg)
+{
+    return jk_audit_checkpoint(arg, c);
+}
+
+static jk_rc ticker_checkpoint(const struct jk_audit_ticker *t)
+{
+    jk_rc rc = jk_store_tx(t->st, checkpoint_tx, (void *)t->au);
+    if (rc) jk_log_error("audit", "the checkpoint of the audit chain failed: %s", jk_rc_name(rc));
+    return rc;
+}
+
+static void *ticker_run(void *arg)
+{
+    struct jk_audit_ticker *t = arg;
+    int64_t every_ms = t->au->checkpoint_ms > 0 ? t->au->checkpoint_ms : JK_AUDIT_CHECKPOINT_MS;
+    pthread_mutex_lock(&t->lock);
+    while (!t->is_stopping) {
+        struct timespec until;
+        clock_gettime(CLOCK_MONOTONIC, &until);
+        until.tv_sec += (time_t)(every_ms / 1000);
+        until.tv_nsec += (long)(every_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        int err = 0;
+        while (!t->is_stopping && err != ETIMEDOUT)
+            err = pthread_cond_timedwait(&t->cond, &t->lock, &until);
+        if (t->is_stopping) break;
+        pthread_mutex_unlock(&t->lock); /* never hold the lock across a transaction */
+        (void)ticker_checkpoint(t);
+        pthread_mutex_lock(&t->lock);
+    }
+    pthread_mutex_unlock(&t->lock);
+    return NULL;
+}
+
+jk_rc jk_audit_ticker_start(const struct jk_audit *au, jk_store *st, struct jk_audit_ticker **out)
+{
+    struct jk_audit_ticker *t = calloc(1, sizeof *t);
+    pthread_condattr_t ca;
+    if (!t) return JK_ENOMEM;
+    t->au = au;
+    t->st = st;
+    pthread_mutex_init(&t->lock, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* a clock step must not stall it */
+    pthread_cond_init(&t->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    if (pthread_create(&t->thread, NULL, ticker_run, t)) {
+        pthread_cond_destroy(&t->cond);
+        pthread_mutex_destroy(&t->lock);
+        free(t);
+        return JK_EINTERNAL;
+    }
+    *out = t;
+    return JK_OK;
+}
+
+jk_rc jk_audit_ticker_stop(struct jk_audit_ticker *t)
+{
+    if (!t) return JK_OK;
+    pthread_mutex_lock(&t->lock);
+    t->is_stopping = 1;
+    pthread_cond_signal(&t->cond);
+    pthread_mutex_unlock(&t->lock);
+    pthread_join(t->thread, NULL);
+    jk_rc rc = ticker_checkpoint(t); /* the tail, so that the last records are signed */
+    pthread_cond_destroy(&t->cond);
+    pthread_mutex_destroy(&t->lock);
+    free(t);
     return rc;
 }
 
@@ -765,9 +863,24 @@ jk_rc jk_audit_to_fhir(const struct jk_audit_rec *r, const char *observer, struc
     jk_time_iso(r->time_ms, buf, sizeof buf);
     add_str(ev, "recorded", buf);
     add_str(ev, "outcome", outcome_code(r->outcome));
-    if (r->outcome) add_str(ev, "outcomeDesc", jk_rc_name(r->outcome));
+    int is_detail = has_detail(a) && is_set(r->reason);
+    if (is_detail && !r->outcome) {
+        add_str(ev, "outcomeDesc", r->reason);
+    } else if (is_detail) { /* "EUNAUTH: bad_secret" */
+        size_t n = strlen(jk_rc_name(r->outcome)) + 2 + strlen(r->reason) + 1;
+        char *desc = malloc(n);
+        if (!desc) {
+            json_object_put(ev);
+            return JK_ENOMEM;
+        }
+        snprintf(desc, n, "%s: %s", jk_rc_name(r->outcome), r->reason);
+        add_str(ev, "outcomeDesc", desc);
+        free(desc);
+    } else if (r->outcome) {
+        add_str(ev, "outcomeDesc", jk_rc_name(r->outcome));
+    }
     int is_break_glass = !strcmp(a->name, "break-glass");
-    if (is_break_glass || is_set(r->reason)) {
+    if (is_break_glass || (is_set(r->reason) && !is_detail)) {
         struct json_object *po =
             is_break_glass ? concept("http://terminology.hl7.org/CodeSystem/v3-ActReason", "BTG",
                                      "break the glass", is_set(r->reason) ? r->reason : NULL)
@@ -826,10 +939,20 @@ jk_rc jk_audit_to_fhir(const struct jk_audit_rec *r, const char *observer, struc
     int is_patient_itself = is_set(r->res_type) && !strcmp(r->res_type, "Patient") &&
                             is_set(r->res_id) && is_set(r->patient_id) &&
                             !strcmp(r->res_id, r->patient_id);
+    int is_account = !strcmp(a->name, "account"); /* the resource is a user account */
     if (is_set(r->res_type) && !is_patient_itself) {
-        struct json_object *e =
-            entity(is_set(r->res_id) ? reference(r->res_type, r->res_id, NULL) : NULL, "2",
-                   "System Object", "4", "Domain Resource");
+        struct json_object *what = NULL;
+        if (is_account && is_set(r->res_id)) {
+            what = json_object_new_object();
+            ident = json_object_new_object();
+            add_str(ident, "system", JK_FHIR_NS "/sid/account");
+            add_str(ident, "value", r->res_id);
+            json_object_object_add(what, "identifier", ident);
+        } else if (is_set(r->res_id)) {
+            what = reference(r->res_type, r->res_id, NULL);
+        }
+        struct json_object *e = entity(what, "2", "System Object", is_account ? "11" : "4",
+                                       is_account ? "Security User Entity" : "Domain Resource");
         if (!is_set(r->res_id)) add_str(e, "name", r->res_type);
         json_object_array_add(ents, e);
     }

@@ -34,7 +34,8 @@ struct jk_audit_rec {
     const char *client_addr; /* the client's IP address */
     jk_rc outcome;           /* JK_OK, or why it failed or was refused */
     const char *request_id;  /* the X-Request-Id of the request */
-    const char *reason;      /* break-glass: the reason given */
+    const char *reason;      /* break-glass: the reason given; login, logout, login-failed and
+                              * account: the detail (why it failed, what was changed) */
 };
 
 /* The trail's settings, shared read-only by every thread. */
@@ -49,7 +50,8 @@ struct jk_audit {
 void jk_audit_init(struct jk_audit *au, const jk_sm2 *key);
 
 /* Whether action is one the trail knows: read, vread, history, search, create, update,
- * patch, delete, operation, export, login, logout, login-failed, refused, break-glass. */
+ * patch, delete, operation, export, login, logout, login-failed, refused, break-glass,
+ * account (an administrator changed an account). */
 int jk_audit_action_known(const char *action);
 
 /* Appends r to the chain, inside the caller's transaction on c (a jk_tx_fn's connection), so
@@ -64,6 +66,19 @@ jk_rc jk_audit_append(const struct jk_audit *au, jk_conn *c, const struct jk_aud
 /* Signs a checkpoint at the chain head now, unless the head already has one: for a timer,
  * and at shutdown, so that the last records are covered. Inside a transaction on c. */
 jk_rc jk_audit_checkpoint(const struct jk_audit *au, jk_conn *c);
+
+/* A thread that signs a checkpoint of the chain head every au->checkpoint_ms (in its own
+ * transaction on st, when records came since the last one), so that a quiet server does not
+ * leave its last records unsigned. Failures are logged and tried again at the next tick. */
+struct jk_audit_ticker;
+
+/* Starts the thread. au and st must outlive it. The caller owns *out (jk_audit_ticker_stop).
+ * JK_ENOMEM or JK_EINTERNAL when the thread cannot be made. */
+jk_rc jk_audit_ticker_start(const struct jk_audit *au, jk_store *st, struct jk_audit_ticker **out);
+
+/* Stops the thread, signs one last checkpoint (call it once the last request has finished,
+ * before the store closes) and frees t. Returns that checkpoint's rc. NULL is allowed. */
+jk_rc jk_audit_ticker_stop(struct jk_audit_ticker *t);
 
 /* What jk_audit_verify found. */
 enum jk_audit_break {

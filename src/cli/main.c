@@ -10,11 +10,13 @@
 #include "api/api.h"
 #include "api/api_int.h"
 #include "auth/account.h"
+#include "auth/audit.h"
 #include "cli/audit_cmd.h"
 #include "cli/import.h"
 #include "cli/user_cmd.h"
 #include "core/arena.h"
 #include "core/config.h"
+#include "core/crypto.h"
 #include "core/log.h"
 #include "core/time.h"
 #include "fhir/rest.h"
@@ -39,16 +41,19 @@ static const char usage_main[] =
     "  --db URL          sqlite:PATH (default sqlite:var/jiankang.db) or postgresql://...\n"
     "  --listen ADDR:PORT  (serve) where to listen, default 127.0.0.1:8080\n"
     "  --jobs N          (import) files at a time, default one per core\n"
-    "  --keys PATH       (audit, keys) the key file, default var/jiankang.keys\n"
+    "  --keys PATH       (serve, audit, keys) the key file, default var/jiankang.keys\n"
     "  --help, --version\n"
     "\n"
     "Settings come from the file, then JIANKANG_<KEY> environment variables, then flags.\n"
     "Run 'jiankang COMMAND --help' for a command's own help.\n";
 
 static const char usage_serve[] =
-    "usage: jiankang serve [--config FILE] [--listen ADDR:PORT] [--db URL]\n"
-    "Migrates the database, then serves the FHIR R4 API under /fhir/R4, /healthz and\n"
-    "/metrics until SIGTERM or SIGINT, after which in-flight requests finish.\n";
+    "usage: jiankang serve [--config FILE] [--listen ADDR:PORT] [--db URL] [--keys PATH]\n"
+    "Migrates the database, loads the key file (creating it at the first start), then serves\n"
+    "the FHIR R4 API under /fhir/R4, /healthz and /metrics until SIGTERM or SIGINT, after\n"
+    "which in-flight requests finish and the audit trail's last records are signed.\n"
+    "Setting security = off (JIANKANG_SECURITY=off) is for development only: every request\n"
+    "is allowed and nothing is audited.\n";
 static const char usage_migrate[] = "usage: jiankang migrate [--config FILE] [--db URL]\n"
                                     "Applies the database migrations not yet applied.\n";
 static const char usage_demo[] =
@@ -254,11 +259,23 @@ static int cmd_serve(struct cli *cli)
 
     jk_store *db = open_and_migrate(cfg);
     if (!db) return 1;
+    /* The platform keys: they sign the audit checkpoints. */
+    char kerr[1200] = "OpenSSL lacks SM2, SM3 or SM4, or libsodium cannot start";
+    jk_keys *keys = NULL;
+    if (jk_crypto_init() || jk_keys_load_or_create(cfg->keys, &keys, kerr, sizeof kerr)) {
+        fprintf(stderr, "jiankang: %s\n", kerr);
+        jk_store_close(db);
+        return 1;
+    }
+    struct jk_audit audit;
+    jk_audit_init(&audit, jk_keys_sm2(keys));
     long n_threads = cfg->threads ? cfg->threads : sysconf(_SC_NPROCESSORS_ONLN);
     struct jk_app app = {
         .db = db,
         .json_limits = {(int)cfg->max_json_depth, (size_t)cfg->max_array},
         .max_bundle_entries = (size_t)cfg->max_bundle_entries,
+        .audit = cfg->security ? &audit : NULL,
+        .is_security_off = !cfg->security,
     };
     struct jk_http_config hc = {
         .listen_addr = addr,
@@ -276,14 +293,18 @@ static int cmd_serve(struct cli *cli)
     /* A bad rules file stops the start, naming the file and the rule. */
     struct jk_security_rules sec;
     char err[JK_RULES_ERR];
-    if (jk_security_rules_load(jk_security_rules_path(), &sec, err, sizeof err)) {
+    struct jk_audit_ticker *ticker = NULL;
+    int status = 1;
+    if (jk_security_rules_load(jk_security_rules_path(), &sec, err, sizeof err))
         fprintf(stderr, "jiankang: %s\n", err);
+    else if (!jk_api_auth_init(&sec) && !jk_api_audit_init(keys) &&
+             !jk_audit_ticker_start(&audit, db, &ticker) && !jk_http_start(&hc, &app.srv))
+        status = 0;
+    if (status) {
+        jk_audit_ticker_stop(ticker);
+        jk_keys_free(keys);
         jk_store_close(db);
-        return 1;
-    }
-    if (jk_api_auth_init(&sec) || jk_http_start(&hc, &app.srv)) {
-        jk_store_close(db);
-        return 1;
+        return status;
     }
     char base[300];
     if (cfg->base_url[0])
@@ -294,6 +315,12 @@ static int cmd_serve(struct cli *cli)
     app.base_url = base;
     jk_log_info("main", "listening on %s (database: %s, %u threads)", base, jk_store_backend(db),
                 hc.n_threads);
+    if (app.is_security_off) {
+        static const char off[] = "security is off: development only; every request is allowed "
+                                  "and nothing is audited";
+        jk_log_warn("main", "%s", off);
+        printf("WARNING: %s\n", off);
+    }
     printf("Jiankang %s is running.\n"
            "  FHIR R4 API:    %s/fhir/R4/metadata\n"
            "  health:         %s/healthz\n"
@@ -305,9 +332,11 @@ static int cmd_serve(struct cli *cli)
     sigwait(&stop, &sig);
     jk_log_info("main", "signal %d: finishing in-flight requests", sig);
     jk_http_stop(app.srv, 10000);
+    if (jk_audit_ticker_stop(ticker)) status = 1; /* the last records signed, or say so */
+    jk_keys_free(keys);
     jk_store_close(db);
-    jk_log_info("main", "stopped cleanly");
-    return 0;
+    if (!status) jk_log_info("main", "stopped cleanly");
+    return status;
 }
 
 int main(int argc, char **argv)

@@ -3,17 +3,21 @@
 #include "cli/user_cmd.h"
 
 #include <getopt.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
 #include "auth/account.h"
+#include "auth/audit.h"
 #include "auth/token.h"
 #include "auth/totp.h"
 #include "core/arena.h"
 #include "core/config.h"
+#include "core/crypto.h"
 #include "core/log.h"
 #include "core/time.h"
 #include "store/resource.h"
@@ -39,7 +43,11 @@ static const char usage_user[] =
     "\n"
     "roles: resident doctor nurse pharmacist institution-admin public-health regulator\n"
     "       platform-admin system\n"
+    "Every change is recorded in the audit trail (action account), signed with the platform\n"
+    "key of the key file.\n"
+    "\n"
     "options: --config FILE, --db URL (default sqlite:var/jiankang.db),\n"
+    "         --keys PATH (the key file, default var/jiankang.keys; created when missing),\n"
     "         --rules FILE (default $JIANKANG_SECURITY_RULES or rules/security.json)\n";
 
 struct user_opts {
@@ -49,18 +57,44 @@ struct user_opts {
     int is_password_stdin;
     struct jk_security_rules rules;
     jk_store *db;
+    jk_keys *keys;         /* loaded for the first change */
+    struct jk_audit audit; /* the trail changes are recorded in */
+    char actor[80];        /* "cli:" and the operating-system user */
 };
 
-/* ---- AUDIT HOOK (administration from the command line) ----
+/* ---- the audit records of administration from the command line ----
  * The one place where account changes made with `jiankang user` are recorded, inside the
- * transaction that makes them (on c). Wiring in the audit chain: append a record with actor
- * "cli" (the operating-system user, if wanted), the action and the account's user name, and
- * return its rc. Never pass a password or secret here. */
-static jk_rc audit_account_admin(jk_conn *c, const char *action, const char *username)
+ * transaction that makes them (on c), as its last statement: action "account", the account
+ * as the resource, what was done (add, passwd, lock, unlock, totp) as the detail, and as actor
+ * "cli:" with the operating-system user who ran the command. Never a password or secret. */
+static jk_rc audit_account_admin(const struct user_opts *o, jk_conn *c, const char *action,
+                                 const char *username)
 {
-    (void)c;
-    jk_log_info("audit", "action=account-%s account=%s actor=cli", action, username);
-    return JK_OK;
+    struct jk_audit_rec r = {.actor = o->actor,
+                             .action = "account",
+                             .res_type = "account", /* ours, not FHIR's Account */
+                             .res_id = username,
+                             .reason = action};
+    return jk_audit_append(&o->audit, c, &r, NULL);
+}
+
+/* Loads the platform keys (creating the key file at the first use, like serve) and names
+ * the actor. 1 after printing why not. */
+static int open_audit(struct user_opts *o)
+{
+    char err[1200], buf[1024];
+    struct passwd pw, *found = NULL;
+    if (o->keys) return 0;
+    if (jk_keys_load_or_create(o->cfg.keys, &o->keys, err, sizeof err)) {
+        fprintf(stderr, "jiankang: %s (account changes are recorded in the audit trail)\n", err);
+        return 1;
+    }
+    jk_audit_init(&o->audit, jk_keys_sm2(o->keys));
+    if (getpwuid_r(geteuid(), &pw, buf, sizeof buf, &found) || !found)
+        snprintf(o->actor, sizeof o->actor, "cli:uid-%lu", (unsigned long)geteuid());
+    else
+        snprintf(o->actor, sizeof o->actor, "cli:%s", found->pw_name);
+    return 0;
 }
 
 /* ---- helpers ---- */
@@ -167,6 +201,7 @@ static int find_account(struct user_opts *o, const char *name, struct jk_account
 /* ---- the subcommands ---- */
 
 struct change_tx {
+    const struct user_opts *o;
     const char *action; /* add, passwd, lock, unlock, totp */
     struct jk_account a;
     int64_t now_ms;
@@ -188,11 +223,13 @@ static jk_rc change_tx_fn(jk_conn *c, void *arg)
     } else if (!strcmp(t->action, "totp")) {
         rc = jk_account_set_totp(c, t->a.id, t->a.totp_secret);
     }
-    return rc ? rc : audit_account_admin(c, t->action, t->a.username);
+    return rc ? rc : audit_account_admin(t->o, c, t->action, t->a.username);
 }
 
 static int run_change(struct user_opts *o, struct change_tx *t)
 {
+    if (open_audit(o)) return 1;
+    t->o = o;
     t->now_ms = jk_time_now_ms();
     jk_rc rc = jk_store_tx(o->db, change_tx_fn, t);
     if (rc == JK_ECONFLICT)
@@ -351,24 +388,21 @@ static int cmd_list(struct user_opts *o)
 static int parse(int argc, char **argv, struct user_opts *o, char ***pos, int *n_pos)
 {
     static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'},
-        {"db", required_argument, NULL, 'd'},
-        {"rules", required_argument, NULL, 'r'},
-        {"role", required_argument, NULL, 'R'},
-        {"org", required_argument, NULL, 'o'},
-        {"link", required_argument, NULL, 'L'},
-        {"password-stdin", no_argument, NULL, 'p'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
+        {"config", required_argument, NULL, 'c'}, {"db", required_argument, NULL, 'd'},
+        {"keys", required_argument, NULL, 'k'},   {"rules", required_argument, NULL, 'r'},
+        {"role", required_argument, NULL, 'R'},   {"org", required_argument, NULL, 'o'},
+        {"link", required_argument, NULL, 'L'},   {"password-stdin", no_argument, NULL, 'p'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
     };
     char err[1200];
-    const char *config_file = NULL, *db = NULL;
+    const char *config_file = NULL, *db = NULL, *keys = NULL;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (c) {
         case 'c': config_file = optarg; break;
         case 'd': db = optarg; break;
+        case 'k': keys = optarg; break;
         case 'r': o->rules_path = optarg; break;
         case 'R': o->role = optarg; break;
         case 'o': o->org = optarg; break;
@@ -383,7 +417,8 @@ static int parse(int argc, char **argv, struct user_opts *o, char ***pos, int *n
     jk_config_defaults(&o->cfg);
     if ((config_file && jk_config_load_file(&o->cfg, config_file, err, sizeof err)) ||
         jk_config_load_env(&o->cfg, err, sizeof err) ||
-        (db && jk_config_set(&o->cfg, "db", db, "--db", err, sizeof err))) {
+        (db && jk_config_set(&o->cfg, "db", db, "--db", err, sizeof err)) ||
+        (keys && jk_config_set(&o->cfg, "keys", keys, "--keys", err, sizeof err))) {
         fprintf(stderr, "jiankang: %s\n", err);
         return 3;
     }
@@ -438,6 +473,7 @@ int jk_cli_user(int argc, char **argv)
     else
         r = cmd_list(&o);
     jk_store_close(o.db);
+    jk_keys_free(o.keys);
     return r;
 }
 

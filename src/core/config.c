@@ -32,6 +32,8 @@ static const struct key {
     STR(keys, "key file path (created at first start, mode 0600)"),
     NUM(threads, 0, 256, "HTTP worker threads (0: one per core)"),
     {"access_log", K_BOOL, offsetof(struct jk_config, access_log), 0, 0, 1, "on or off"},
+    {"security", K_BOOL, offsetof(struct jk_config, security), 0, 0, 1,
+     "on, or off for development only (no token, no check, no audit)"},
     NUM(max_body_bytes, 1024, 1L << 30, "largest request body"),
     NUM(max_url_bytes, 256, 1L << 20, "longest URL"),
     NUM(max_headers, 8, 10000, "most request headers"),
@@ -53,6 +55,7 @@ void jk_config_defaults(struct jk_config *cfg)
     snprintf(cfg->log_level, sizeof cfg->log_level, "info");
     snprintf(cfg->keys, sizeof cfg->keys, "var/jiankang.keys");
     cfg->access_log = 1;
+    cfg->security = 1;
     cfg->max_body_bytes = 16L << 20;
     cfg->max_url_bytes = 8192;
     cfg->max_headers = 100;

@@ -15,6 +15,7 @@ struct jk_config {
     char keys[1024];    /* the key file (master secret, SM2 key): mode 0600 */
     long threads;       /* HTTP worker threads; 0 = number of cores */
     long access_log;    /* 1: one JSON line per request */
+    long security;      /* 1 (on): tokens, authorisation and audit; 0: development only */
     long max_body_bytes;
     long max_url_bytes;
     long max_headers;

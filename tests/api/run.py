@@ -537,6 +537,8 @@ def main():
         return 1
 
     workdir = tempfile.mkdtemp(prefix="jk-api-%s-" % args.backend)
+    # One key file for the run (servers and commands create it at first use), never var/.
+    os.environ["JIANKANG_KEYS"] = os.path.join(workdir, "jiankang.keys")
     pg_url = t = None
     passed = failed = skipped = 0
     failures = []

@@ -377,6 +377,31 @@ static void test_checkpoint_by_time(void **state)
     fake_now_ms = t0;
 }
 
+/* A server's timer signs the tail of a quiet chain, and its stop signs the very last records,
+ * so that verify finds nothing covered by the chain only. */
+static void test_ticker_signs_the_tail(void **state)
+{
+    struct fx *f = *state;
+    struct jk_audit_ticker *t = NULL;
+    f->au.checkpoint_ms = 50; /* the timer's period; the fake clock never makes one due */
+    append_n(f, 1, 3);
+    assert_int_equal(query_int(f, q_ckpts), 0);
+    assert_int_equal(jk_audit_ticker_start(&f->au, f->st, &t), JK_OK);
+    for (int i = 0; i < 500 && query_int(f, q_ckpts) == 0; i++)
+        usleep(10000);
+    assert_int_equal(query_int(f, q_ckpts), 1);
+    assert_int_equal(query_int(f, q_head_ckpt), 3);
+    usleep(200000); /* nothing new: no new checkpoint */
+    assert_int_equal(query_int(f, q_ckpts), 1);
+    append_n(f, 4, 2);
+    assert_int_equal(jk_audit_ticker_stop(t), JK_OK);
+    struct jk_audit_report rep = verify(f);
+    assert_int_equal(rep.broken, JK_AUDIT_INTACT);
+    assert_int_equal(rep.last_seq, 5);
+    assert_int_equal(rep.last_checkpoint_seq, 5); /* the stop signed the tail */
+    assert_int_equal(jk_audit_ticker_stop(NULL), JK_OK);
+}
+
 /* Every field of a record is covered: change any one directly in the database and verify
  * names that record. */
 static void test_edited_field_reported(void **state)
@@ -905,6 +930,34 @@ static void test_fhir_audit_event(void **state)
     assert_string_equal(at(ev, "outcome"), "8");
     assert_string_equal(at(ev, "agent/1/who/identifier/value"), "not an id/with slash");
     json_object_put(ev);
+    /* the detail of a failed login and of an account change is the outcome's description */
+    r = (struct jk_audit_rec){.seq = 10,
+                              .time_ms = 1,
+                              .actor = "li.wei",
+                              .role = "doctor",
+                              .action = "login-failed",
+                              .outcome = JK_EUNAUTH,
+                              .reason = "bad_secret"};
+    ev = render_valid(&r);
+    assert_string_equal(at(ev, "outcomeDesc"), "EUNAUTH: bad_secret");
+    assert_string_equal(at(ev, "subtype/0/code"), "110122");
+    assert_null(at(ev, "purposeOfEvent"));
+    json_object_put(ev);
+    r = (struct jk_audit_rec){.seq = 11,
+                              .time_ms = 1,
+                              .actor = "cli:root",
+                              .action = "account",
+                              .res_type = "account",
+                              .res_id = "li.wei",
+                              .reason = "lock"};
+    assert_true(jk_audit_action_known("account"));
+    ev = render_valid(&r);
+    assert_string_equal(at(ev, "outcomeDesc"), "lock");
+    assert_string_equal(at(ev, "subtype/0/code"), "110137");
+    assert_string_equal(at(ev, "entity/0/what/identifier/value"), "li.wei"); /* not FHIR Account */
+    assert_null(at(ev, "entity/0/what/reference"));
+    assert_string_equal(at(ev, "entity/0/role/code"), "11");
+    json_object_put(ev);
     r.action = "peek";
     assert_int_equal(jk_audit_to_fhir(&r, NULL, &ev), JK_EINVAL);
 }
@@ -922,6 +975,7 @@ int main(void)
         BOTH(test_intact_chain_and_documented_format),
         BOTH(test_checkpoint_on_demand),
         BOTH(test_checkpoint_by_time),
+        BOTH(test_ticker_signs_the_tail),
         BOTH(test_edited_field_reported),
         BOTH(test_edited_hash_reported),
         BOTH(test_deleted_record_reported),
@@ -941,6 +995,7 @@ int main(void)
         BOTH(test_intact_chain_and_documented_format),
         BOTH(test_checkpoint_on_demand),
         BOTH(test_checkpoint_by_time),
+        BOTH(test_ticker_signs_the_tail),
         BOTH(test_edited_field_reported),
         BOTH(test_edited_hash_reported),
         BOTH(test_deleted_record_reported),

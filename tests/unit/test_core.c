@@ -135,6 +135,15 @@ static void config_environment_overrides_and_listen_splits(void **state)
     assert_non_null(strstr(err, "JIANKANG_MAX_BODY_BYTES"));
     unsetenv("JIANKANG_MAX_BODY_BYTES");
     unsetenv("JIANKANG_DB");
+    /* security is on unless turned off on purpose */
+    assert_int_equal(cfg.security, 1);
+    setenv("JIANKANG_SECURITY", "off", 1);
+    assert_int_equal(jk_config_load_env(&cfg, err, sizeof err), JK_OK);
+    assert_int_equal(cfg.security, 0);
+    setenv("JIANKANG_SECURITY", "partly", 1);
+    assert_int_equal(jk_config_load_env(&cfg, err, sizeof err), JK_EINVAL);
+    assert_non_null(strstr(err, "security must be on or off"));
+    unsetenv("JIANKANG_SECURITY");
     assert_int_equal(jk_config_listen(&cfg, addr, sizeof addr, &port), JK_OK);
     assert_string_equal(addr, "127.0.0.1");
     assert_int_equal(port, 8080);
