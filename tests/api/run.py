@@ -551,7 +551,9 @@ def main():
                 return 1
         t = Ctx(args, workdir, pg_url)
         db_url = pg_url if pg_url else "sqlite:" + os.path.join(workdir, "main.db")
-        t.server = Server(args.binary, db_url, workdir, "server")
+        # The legacy tests speak FHIR without tokens: their server runs with security off;
+        # the security tests (test_authz, test_audit_trail, test_protect) start their own.
+        t.server = Server(args.binary, db_url, workdir, "server", env={"JIANKANG_SECURITY": "off"})
         try:
             t.server.start()
         except Failure as e:
