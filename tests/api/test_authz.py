@@ -452,7 +452,7 @@ EXTRA = [
     ("directory_public_health_creates", "public-health", "POST", "/Location", {}, "location",
      403, {}),
     ("directory_regulator_creates", "regulator", "POST", "/Location", {}, "location", 403, {}),
-    ("audit_event_not_written", "platform-admin", "POST", "/AuditEvent", {}, "audit", 403, {}),
+    ("audit_event_not_written", "platform-admin", "POST", "/AuditEvent", {}, "audit", 405, {}),
 ] + [("directory_read_" + r.replace("-", "_"), r, "GET", "/Organization/{org.hosp_a}", {},
       None, 200, {}) for r in ROLES + ["system-b", "regulator-prov"]] + [
     ("directory_search_" + r.replace("-", "_"), r, "GET",
