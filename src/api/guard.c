@@ -17,12 +17,6 @@
 
 #define MAX_RECS 101 /* audit records of one request: the access and up to 100 patients */
 
-struct audit_job {
-    struct jk_api_guard *g;
-    const struct jk_audit *audit;
-    jk_rc rc;
-};
-
 static struct jk_audit_rec *new_rec(struct jk_http_req *rq, struct jk_api_guard *g)
 {
     if (g->n_recs == MAX_RECS) return NULL;
@@ -64,7 +58,7 @@ jk_rc jk_api_guard(struct jk_http_req *rq, const char *action, struct jk_api_gua
     if (rc) return rc;
     r->actor = g->p.username;
     r->role = jk_role_info(g->p.role)->name;
-    r->org = g->p.org;
+    r->org = jk_api_ref_id(g->p.org, "Organization");
     const struct jk_security_rules *rules = jk_api_security_rules();
     if (!rules) return JK_EINTERNAL;
     jk_conn *c = jk_store_conn(app->db);

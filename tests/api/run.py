@@ -375,7 +375,9 @@ class Ctx:
 
     def start_server(self, name, db_url=None, env=None):
         """Starts another server (on db_url, or a fresh database). The harness checks it for
-        sanitizer reports at the end; the test stops it."""
+        sanitizer reports at the end; the test stops it. Security is off unless env says
+        JIANKANG_SECURITY=on (the security tests do)."""
+        env = dict({"JIANKANG_SECURITY": "off"}, **(env or {}))
         s = Server(self.binary, db_url or self.fresh_db_url(name), self.workdir, name, env)
         self.extra.append(s)
         return s.start()
@@ -553,7 +555,8 @@ def main():
         db_url = pg_url if pg_url else "sqlite:" + os.path.join(workdir, "main.db")
         # The legacy tests speak FHIR without tokens: their server runs with security off;
         # the security tests (test_authz, test_audit_trail, test_protect) start their own.
-        t.server = Server(args.binary, db_url, workdir, "server", env={"JIANKANG_SECURITY": "off"})
+        t.server = Server(args.binary, db_url, workdir, "server",
+                          env={"JIANKANG_SECURITY": "off"})
         try:
             t.server.start()
         except Failure as e:

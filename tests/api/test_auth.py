@@ -151,7 +151,8 @@ class Env:
         self.add("wang.xm", "resident", "--link", "Patient/pat-1")
         self.add("root", "platform-admin")
         self.add("his-fz-1", "system", "--org", "Organization/hosp-fz-1")
-        self.srv = t.start_server("auth", self.db, env={"JIANKANG_SECURITY_RULES": self.rules})
+        self.srv = t.start_server("auth", self.db, env={"JIANKANG_SECURITY_RULES": self.rules,
+                                                        "JIANKANG_SECURITY": "on"})
 
     def add(self, name, role, *args):
         pw = "Pw-%s-%s" % (uuid.uuid4().hex[:10], "X9")
@@ -422,7 +423,8 @@ def test_repeated_logins_get_429_with_retry_after(t):
     e = env_of(t)
     rules = rules_file(t, "rate", **{"rate.login.per_address": (6, 60),
                                      "rate.login.per_account": (3, 60)})
-    srv = t.start_server("auth-rate", e.db, env={"JIANKANG_SECURITY_RULES": rules})
+    srv = t.start_server("auth-rate", e.db, env={"JIANKANG_SECURITY_RULES": rules,
+                                               "JIANKANG_SECURITY": "on"})
     try:
         pw = e.pw["wang.xm"]
         for i in range(3):

@@ -77,7 +77,7 @@ def test_sigterm_during_writes_keeps_acknowledged_writes(t):
     bad = {s: n for s, n in statuses.items() if s >= 500 and s != 503}
     expect(not bad, "writes during shutdown got server errors: %s" % bad)
 
-    again = Server(t.binary, srv.db_url, t.workdir, "shutdown-restart")
+    again = Server(t.binary, srv.db_url, t.workdir, "shutdown-restart", srv.env)
     t.extra.append(again)
     again.start()
     try:
