@@ -537,6 +537,9 @@ def main():
         return 1
 
     workdir = tempfile.mkdtemp(prefix="jk-api-%s-" % args.backend)
+    # One key file for every server and command of the run (they share databases), created
+    # by the first of them; never the checkout's var/jiankang.keys.
+    os.environ["JIANKANG_KEYS"] = os.path.join(workdir, "jiankang.keys")
     pg_url = t = None
     passed = failed = skipped = 0
     failures = []
