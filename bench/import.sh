@@ -16,6 +16,7 @@ pgbin=${PGBIN:-/usr/lib/postgresql/15/bin}
 [ -d "$data" ] || { echo "import.sh: no directory $data" >&2; exit 2; }
 [ -x ./jiankang ] || make --no-print-directory jiankang
 dir=$(mktemp -d /tmp/jk-bench-import.XXXXXX)
+export JIANKANG_KEYS="$dir/jiankang.keys" # the keys that seal identity numbers
 pg_started=""
 cleanup() {
     [ -n "$pg_started" ] && tools/pg-test-cluster.sh stop "$dir/pg" >/dev/null 2>&1

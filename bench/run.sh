@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-10}
 port=${JK_BENCH_PORT:-18500}
 dir=$(mktemp -d /tmp/jk-bench.XXXXXX)
+export JIANKANG_KEYS="$dir/jiankang.keys" # the keys that seal identity numbers
 url="http://127.0.0.1:$port"
 server_pid=""
 cleanup() {

@@ -28,6 +28,7 @@ else
     dir=$(mktemp -d /tmp/jk-bench-search.XXXXXX)
     keep=0
 fi
+export JIANKANG_KEYS="$dir/jiankang.keys" # the keys that seal identity numbers
 server_pid=""
 cleanup() {
     [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null && wait "$server_pid" 2>/dev/null

@@ -5,6 +5,7 @@
 #include "api/api.h"
 #include "auth/audit.h"
 #include "auth/authz.h"
+#include "auth/protect.h"
 #include "core/buf.h"
 #include "fhir/search.h"
 #include "store/resource.h"
@@ -33,9 +34,6 @@ void jk_api_version_headers(struct jk_http_req *rq, const struct jk_res *r, int 
 jk_rc jk_api_check_format(struct jk_http_req *rq);
 
 /* guard.c: the token, the authorisation decision and the audit record of every request. */
-#define JK_API_SHOW_IDENTITY 1u /* show identity numbers whole (else masked) */
-#define JK_API_SHOW_PHONE    2u /* show phone numbers whole (else masked) */
-#define JK_SHOW_ALL          3u
 struct jk_api_guard {
     int is_off;            /* security = off: nothing is checked or recorded */
     struct jk_principal p; /* who asks */
@@ -51,6 +49,10 @@ struct jk_api_guard {
     int status;                              /* the response status, for the records' outcome */
     jk_rc audit_rc;
 };
+/* Responds with the FHIR JSON text body[0..len) (which must live until the request ends),
+ * its sealed identity and phone numbers opened whole or masked as the reader's role says
+ * (masked when the request has no guard). JK_ENOMEM. */
+jk_rc jk_api_send_fhir(struct jk_http_req *rq, int status, const char *body, size_t len);
 /* Authenticates the request (401 without a valid token) and starts its audit record with
  * action (a jk_audit_action_known name). Idempotent: a second call returns the same guard. */
 jk_rc jk_api_guard(struct jk_http_req *rq, const char *action, struct jk_api_guard **out);

@@ -48,7 +48,7 @@ static jk_rc bundle_finish(struct jk_http_req *rq)
     json_object_put(bj->bundle);
     bj->bundle = NULL;
     if (rc) return rc;
-    return jk_http_respond(rq, 200, JK_FHIR_JSON, out, len);
+    return jk_api_send_fhir(rq, 200, out, len);
 }
 
 static enum jk_bundle_return prefer_return(struct jk_http_req *rq)
@@ -145,7 +145,7 @@ static jk_rc patch_finish(struct jk_http_req *rq)
         jk_rc rc = jk_api_outcome_text(rq, "information", &b);
         return rc ? (jk_buf_free(&b), rc) : jk_api_send_buf(rq, p->w.status, &b);
     }
-    return jk_http_respond(rq, p->w.status, JK_FHIR_JSON, r->body, r->body_len);
+    return jk_api_send_fhir(rq, p->w.status, r->body, r->body_len);
 }
 
 static jk_rc patch_common(struct jk_http_req *rq, int is_conditional)

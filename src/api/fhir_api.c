@@ -62,7 +62,7 @@ void jk_api_version_headers(struct jk_http_req *rq, const struct jk_res *r, int 
 static jk_rc send_resource(struct jk_http_req *rq, int status, const struct jk_res *r)
 {
     jk_api_version_headers(rq, r, 0);
-    return jk_http_respond(rq, status, JK_FHIR_JSON, r->body, r->body_len);
+    return jk_api_send_fhir(rq, status, r->body, r->body_len);
 }
 
 static jk_rc read_common(struct jk_http_req *rq, int is_vread)
@@ -154,7 +154,7 @@ static jk_rc write_finish(struct jk_http_req *rq)
         jk_rc rc = jk_api_outcome_text(rq, "information", &b);
         return rc ? (jk_buf_free(&b), rc) : jk_api_send_buf(rq, w->status, &b);
     }
-    return jk_http_respond(rq, w->status, JK_FHIR_JSON, w->out.body, w->out.body_len);
+    return jk_api_send_fhir(rq, w->status, w->out.body, w->out.body_len);
 }
 
 /* Hands job to the store and parks the request until the commit is durable. */

@@ -41,7 +41,7 @@ jk_rc jk_api_guard(struct jk_http_req *rq, const char *action, struct jk_api_gua
     *out = g;
     if (app->is_security_off) {
         g->is_off = 1;
-        g->show = JK_SHOW_ALL;
+        g->show = JK_SHOW_IDENTITY | JK_SHOW_PHONE;
         return JK_OK;
     }
     if (!(g->recs = jk_arena_zalloc(rq->arena, MAX_RECS * sizeof *g->recs))) return JK_ENOMEM;
@@ -64,8 +64,8 @@ jk_rc jk_api_guard(struct jk_http_req *rq, const char *action, struct jk_api_gua
     jk_conn *c = jk_store_conn(app->db);
     if (!c) return JK_EDB;
     if ((rc = jk_authz_get(c, rules, &g->p, jk_time_now_ms(), &g->az))) return rc;
-    g->show = ((rules->show_identity_roles >> g->p.role & 1u) ? JK_API_SHOW_IDENTITY : 0u) |
-              ((rules->show_phone_roles >> g->p.role & 1u) ? JK_API_SHOW_PHONE : 0u);
+    g->show = ((rules->show_identity_roles >> g->p.role & 1u) ? JK_SHOW_IDENTITY : 0u) |
+              ((rules->show_phone_roles >> g->p.role & 1u) ? JK_SHOW_PHONE : 0u);
     const char *bg = jk_http_header(rq, "X-Break-Glass-Reason");
     if (bg) {
         size_t n_chars = 0;
@@ -230,6 +230,15 @@ jk_rc jk_api_search_scope(struct jk_http_req *rq, struct jk_api_guard *g, enum j
     o->scope_arg = rq;
     o->on_entry = on_entry;
     return JK_OK;
+}
+
+jk_rc jk_api_send_fhir(struct jk_http_req *rq, int status, const char *body, size_t len)
+{
+    const struct jk_api_guard *g = rq->ctx;
+    const char *out;
+    size_t out_len;
+    jk_rc rc = jk_protect_view(rq->arena, body, len, g ? g->show : 0, &out, &out_len);
+    return rc ? rc : jk_http_respond(rq, status, JK_FHIR_JSON, out, out_len);
 }
 
 /* ---- the audit record, before the response ---- */

@@ -16,7 +16,7 @@ jk_rc jk_api_send_buf(struct jk_http_req *rq, int status, struct jk_buf *b)
     size_t len = b->len;
     jk_buf_free(b);
     if (!body) return JK_ENOMEM;
-    return jk_http_respond(rq, status, JK_FHIR_JSON, body, len);
+    return jk_api_send_fhir(rq, status, body, len);
 }
 
 jk_rc jk_api_outcome_text(struct jk_http_req *rq, const char *severity, struct jk_buf *b)

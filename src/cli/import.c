@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth/protect.h"
 #include "core/arena.h"
 #include "core/time.h"
 #include "fhir/bundle.h"
@@ -260,7 +261,17 @@ static int is_unchanged_in_store(struct imp_job *j, struct jk_fhir_write *w)
     jk_conn *c = jk_store_conn(j->im->db);
     struct jk_res cur;
     if (!c || jk_res_read(c, w->arena, w->type, w->id, &cur)) return 0;
-    return is_same_content(w, cur.body, cur.body_len);
+    /* Sealed values differ at every sealing (a fresh IV): compare what they hold. */
+    static const unsigned all = JK_SHOW_IDENTITY | JK_SHOW_PHONE;
+    struct jk_fhir_write clear = *w;
+    const char *body;
+    size_t len;
+    if (jk_protect_view(w->arena, cur.body, cur.body_len, all, &body, &len) ||
+        jk_protect_view(w->arena, w->rest, w->rest_len, all, &clear.rest, &clear.rest_len) ||
+        jk_protect_view(w->arena, w->meta_rest, w->meta_rest_len, all, &clear.meta_rest,
+                        &clear.meta_rest_len))
+        return 0;
+    return is_same_content(&clear, body, len);
 }
 
 /* ---- resources one by one: NDJSON lines, collection entries, single resources ---- */
@@ -713,7 +724,10 @@ static int is_unchanged_entry(struct imp_job *j, struct json_object *e, struct j
     jk_diag_init(&d, a);
     struct jk_fhir_write w = {
         .kind = JK_FHIR_UPDATE, .type = type, .id = id, .res = res, .arena = a, .diag = &d};
-    return !jk_fhir_write_prepare(&w) && is_unchanged_in_store(j, &w);
+    int is_unchanged = !jk_fhir_write_prepare(&w) && is_unchanged_in_store(j, &w);
+    /* Preparing sealed the entry's numbers in place: open them again, for the Bundle's own
+     * write refuses sealed values in what it is given (and seals them itself). */
+    return jk_protect_unseal(res, &d) ? 0 : is_unchanged;
 }
 
 /* Counts and reports what the response Bundle of a batch says about each entry. */
@@ -1463,7 +1477,11 @@ static void summary(struct imp *im, const char *backend, int64_t now_us)
 
 static int open_db(struct imp *im)
 {
-    char err[512];
+    char err[JK_PROTECT_ERR];
+    if (jk_protect_start(im->cfg->keys, err, sizeof err)) { /* identity numbers are sealed */
+        fprintf(stderr, "jiankang: %s\n", err);
+        return -1;
+    }
     if (jk_store_open(im->cfg->db, &im->db, err, sizeof err)) {
         fprintf(stderr, "jiankang: %s\n", err);
         return -1;

@@ -11,6 +11,7 @@
 #include "api/api_int.h"
 #include "auth/account.h"
 #include "auth/audit.h"
+#include "auth/protect.h"
 #include "cli/audit_cmd.h"
 #include "cli/import.h"
 #include "cli/user_cmd.h"
@@ -41,7 +42,7 @@ static const char usage_main[] =
     "  --db URL          sqlite:PATH (default sqlite:var/jiankang.db) or postgresql://...\n"
     "  --listen ADDR:PORT  (serve) where to listen, default 127.0.0.1:8080\n"
     "  --jobs N          (import) files at a time, default one per core\n"
-    "  --keys PATH       (serve, audit, keys) the key file, default var/jiankang.keys\n"
+    "  --keys PATH       the key file, default var/jiankang.keys (created at first start)\n"
     "  --help, --version\n"
     "\n"
     "Settings come from the file, then JIANKANG_<KEY> environment variables, then flags.\n"
@@ -189,6 +190,12 @@ static int cmd_demo(struct cli *cli)
         json_object_put(bundle);
         return 1;
     }
+    char perr[JK_PROTECT_ERR];
+    if (jk_protect_start(cli->cfg.keys, perr, sizeof perr)) { /* identity numbers are sealed */
+        fprintf(stderr, "jiankang: %s\n", perr);
+        json_object_put(bundle);
+        return 1;
+    }
     jk_store *db = open_and_migrate(&cli->cfg);
     if (!db) {
         json_object_put(bundle);
@@ -257,6 +264,11 @@ static int cmd_serve(struct cli *cli)
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    char perr[JK_PROTECT_ERR];
+    if (jk_protect_start(cfg->keys, perr, sizeof perr)) { /* identity numbers are sealed */
+        fprintf(stderr, "jiankang: %s\n", perr);
+        return 1;
+    }
     jk_store *db = open_and_migrate(cfg);
     if (!db) return 1;
     /* The platform keys: they sign the audit checkpoints. */

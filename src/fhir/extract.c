@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "auth/protect.h"
 #include "core/arena.h"
 #include "fhir/model.h"
 #include "fhir/rest.h"
@@ -132,9 +133,20 @@ static struct jk_idx_row *add(struct ex *x, const struct sink *k, enum jk_idx_ki
 static void string_row(struct ex *x, const struct sink *k, const char *s, size_t n)
 {
     struct jk_idx_row *r;
-    if (!s || !(r = add(x, k, JK_IDX_STRING, k->param))) return;
+    char bi[JK_PROTECT_CODE_LEN + 1];
+    if (!s || jk_protect_index_code(s, n, bi)) return; /* a sealed value has no text to search */
+    if (!(r = add(x, k, JK_IDX_STRING, k->param))) return;
     r->s1 = norm(x, s, n);
     r->s2 = dup(x, s, n);
+}
+
+/* A token code as indexed: a sealed identity or phone number (auth/protect.h) by its blind
+ * index "bi:<hex>", never by its ciphertext or its clear text; anything else as it is. */
+static const char *token_code(struct ex *x, const char *code, size_t code_n)
+{
+    char bi[JK_PROTECT_CODE_LEN + 1];
+    return jk_protect_index_code(code, code_n, bi) ? dup(x, bi, JK_PROTECT_CODE_LEN)
+                                                   : dup(x, code, code_n);
 }
 
 static void token_row(struct ex *x, const struct sink *k, const char *param, const char *sys,
@@ -144,7 +156,7 @@ static void token_row(struct ex *x, const struct sink *k, const char *param, con
     struct jk_idx_row *r = add(x, k, JK_IDX_TOKEN, param);
     if (!r) return;
     r->s1 = dup(x, sys, sys_n);
-    r->s2 = dup(x, code, code_n);
+    r->s2 = token_code(x, code, code_n);
     r->s3 = norm(x, text, text_n);
 }
 
@@ -286,7 +298,7 @@ static void identifier(struct ex *x, const struct sink *k, struct json_object *v
         if (!r) return;
         r->s1 = dup(x, cs, cs ? cs_n : 0);
         r->s2 = dup(x, cc, cc_n);
-        r->s3 = dup(x, val, val_n);
+        r->s3 = token_code(x, val, val_n);
     }
 }
 

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth/protect.h"
 #include "core/arena.h"
 #include "core/buf.h"
 #include "fhir/search.h"
@@ -458,7 +459,10 @@ jk_rc jk_fhir_patch_load(jk_conn *c, struct jk_fhir_patch *p)
                            (long long)p->if_match, p->type, id, (long long)cur.version);
     struct json_object *res;
     if ((rc = jk_json_parse(cur.body, cur.body_len, &stored_limits, p->diag, &res))) return rc;
-    if ((rc = jk_fhir_patch_apply(&res, p->ops, p->diag))) {
+    /* The patch applies to the clear values (a "test" of an identifier works); the update
+     * seals them again, and refuses a sealed value the patch itself brings. */
+    if ((rc = jk_protect_unseal(res, p->diag)) ||
+        (rc = jk_fhir_patch_apply(&res, p->ops, p->diag))) {
         json_object_put(res);
         return rc;
     }
@@ -630,6 +634,10 @@ jk_rc jk_fhir_meta_change_tx(jk_conn *c, void *arg)
 {
     static const char *const keys[] = {"profile", "tag", "security"};
     struct jk_fhir_meta_change *m = arg;
+    if (m->op != JK_FHIR_META_GET && m->meta) {
+        jk_rc rc = jk_protect_seal(m->meta, m->diag); /* refuses a tag holding a sealed value */
+        if (rc) return rc;
+    }
     for (int attempt = 0;; attempt++) {
         struct jk_res r;
         struct json_object *res, *meta = NULL;
@@ -661,7 +669,9 @@ jk_rc jk_fhir_meta_change_tx(jk_conn *c, void *arg)
                 w.res = res;
                 w.arena = m->arena;
                 w.diag = m->diag;
-                if (!(rc = jk_fhir_write_prepare(&w)))
+                /* The stored text keeps its sealed values; they are sealed afresh only to
+                 * make the index rows, which do not depend on the seal. */
+                if (!(rc = jk_protect_unseal(res, m->diag)) && !(rc = jk_fhir_write_prepare(&w)))
                     rc = jk_res_index(c, m->type, m->id, w.rows, w.n_rows, 0);
             }
         }

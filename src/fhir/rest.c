@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "auth/protect.h"
 #include "core/arena.h"
 #include "core/time.h"
 #include "fhir/extract.h"
@@ -135,6 +136,10 @@ jk_rc jk_fhir_write_prepare(struct jk_fhir_write *w)
         if (rc) return rc;
     }
     if (!w->res) return JK_OK; /* a delete */
+    /* Identity and phone numbers are stored sealed, and indexed by blind index: every writer
+     * comes through here, before anything is rendered or extracted. */
+    jk_rc rc = jk_protect_seal(w->res, w->diag);
+    if (rc) return rc;
     struct json_object *meta = NULL;
     json_object_object_get_ex(w->res, "meta", &meta);
     w->meta_rest = members_text(w->arena, meta, stamped, 2, &w->meta_rest_len);

@@ -9,12 +9,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth/protect.h"
 #include "core/arena.h"
 #include "core/log.h"
 #include "core/time.h"
 #include "fhir/json.h"
 #include "fhir/model.h"
 #include "fhir/searchparam.h"
+#include "fhir/searchparam_int.h"
 #include "fhir/validate.h"
 
 #define MAX_SQL_BYTES (256 * 1024) /* one query's text */
@@ -612,6 +614,50 @@ static jk_rc parse_value(struct jk_search *q, struct cond *c, const char *s, str
     return rc ? rc : parse_typed(q, c, c->c2, part[1], v->second);
 }
 
+/* Whether c's rows may hold sealed identity or phone numbers: its paths end at Identifier or
+ * ContactPoint values, or it searches references by identifier. */
+static int is_protectable(const struct cond *c)
+{
+    if (c->vtype != JK_SP_TOKEN || c->kind != C_PARAM || !c->sp) return 0;
+    if (c->mod == M_IDENTIFIER) return 1;
+    if (c->mod != M_NONE && c->mod != M_NOT && c->mod != M_OF_TYPE) return 0;
+    const struct jk_sp_def *d = jk_sp_def_of(c->sp);
+    for (size_t i = 0; i < d->n_paths; i++) {
+        uint8_t t = jk_sp_gen_paths[d->first_path + i].vtype;
+        if (t == JK_SPV_IDENT || t == JK_SPV_CONTACT) return 1;
+    }
+    return 0;
+}
+
+/* Sealed values are indexed by blind index (auth/protect.h): each value of c also matches the
+ * blind index codes it would have, as more OR'ed values. */
+static jk_rc add_blind_codes(struct jk_search *q, struct cond *c)
+{
+    size_t n0 = c->n_vals, total = n0;
+    const char **codes[JK_SEARCH_MAX_VALUES];
+    size_t n_codes[JK_SEARCH_MAX_VALUES];
+    for (size_t i = 0; i < n0; i++) {
+        const struct val *v = &c->vals[i];
+        const char *value = c->mod == M_OF_TYPE ? v->s3 : v->s2;
+        const char *system = c->mod == M_OF_TYPE ? NULL : v->s1;
+        jk_rc rc = jk_protect_search_codes(q->a, system, value, &codes[i], &n_codes[i]);
+        if (rc) return rc;
+        total += n_codes[i];
+    }
+    if (total == n0) return JK_OK;
+    struct val *vals = jk_arena_alloc(q->a, total * sizeof *vals);
+    if (!vals) return JK_ENOMEM;
+    memcpy(vals, c->vals, n0 * sizeof *vals);
+    for (size_t i = 0, k = n0; i < n0; i++)
+        for (size_t j = 0; j < n_codes[i]; j++, k++) {
+            vals[k] = c->vals[i];
+            *(c->mod == M_OF_TYPE ? &vals[k].s3 : &vals[k].s2) = codes[i][j];
+        }
+    c->vals = vals;
+    c->n_vals = total;
+    return JK_OK;
+}
+
 static jk_rc parse_values(struct jk_search *q, struct cond *c, const char *value)
 {
     if (c->mod == M_MISSING) {
@@ -635,7 +681,7 @@ static jk_rc parse_values(struct jk_search *q, struct cond *c, const char *value
         c->n_vals++;
     }
     if (!c->n_vals) return bad_value(q, c->key, value, "no value");
-    return JK_OK;
+    return is_protectable(c) ? add_blind_codes(q, c) : JK_OK;
 }
 
 /* ---- parsing parameter names: code, modifier, chain, _has ---- */

@@ -539,7 +539,8 @@ def main():
         return 1
 
     workdir = tempfile.mkdtemp(prefix="jk-api-%s-" % args.backend)
-    # One key file for the run (servers and commands create it at first use), never var/.
+    # One key file for every server and command of the run (they share databases), created
+    # by the first of them; never the checkout's var/jiankang.keys.
     os.environ["JIANKANG_KEYS"] = os.path.join(workdir, "jiankang.keys")
     pg_url = t = None
     passed = failed = skipped = 0
