@@ -4,8 +4,8 @@ identifier (system|value and value alone), by telecom and by phone; conditional 
 conditional references by identifier find it again; the raw database files never hold the
 numbers in clear (their bytes are searched), nor does the server log; a sealed value changed in
 the database reads as ****, never as an error; `demo` and `import` seal too. Masking per role
-is unit-tested (tests/unit/test_protect.c) until responses choose the view by role: today
-every response shows the numbers (src/api/protect_api.c)."""
+per role: with security on, each role sees them whole or masked as the access rules say (the
+main test server runs with security off, which shows them whole)."""
 import json
 import os
 import random
@@ -314,3 +314,47 @@ def test_import_seals_and_reimport_changes_nothing(t):
     finally:
         srv.stop()
 
+
+
+def test_masking_per_role(t):
+    """With security on, each role sees the numbers as access.show_identity_roles and
+    access.show_phone_roles say: a resident masked, a doctor the phone whole and the citizen ID
+    masked, the hospital's own system both whole (it matches patients by them)."""
+    from test_auth import expect_token, form, login
+    db = t.fresh_db_url("protect-roles")
+    r = subprocess.run([t.binary, "demo", "--db", db], capture_output=True, timeout=300,
+                       env=dict(os.environ, JIANKANG_ACCESS_LOG="off"), cwd=ROOT,
+                       stdin=subprocess.DEVNULL)
+    expect_eq(r.returncode, 0, "jiankang demo (stderr: %s)" % short(r.stderr.decode(), 2000))
+    srv = t.start_server("protect-roles", db, env={"JIANKANG_SECURITY": "on"})
+    try:
+        def token(user, pw):
+            return expect_token(login(srv, user, pw), user)["access_token"]
+
+        def numbers(tok, rid):
+            got = srv.get("%s/Patient/%s" % (FHIR, rid), {"Authorization": "Bearer " + tok})
+            expect_status(got, 200, "read Patient/%s" % rid)
+            res = got.json
+            return ([i["value"] for i in res["identifier"] if i.get("system") == CITIZEN][0],
+                    [c["value"] for c in res["telecom"] if c.get("system") == "phone"][0])
+
+        resident = token("demo-resident", "Jiankang-Resident-2025")
+        idn, phone = numbers(resident, "pat-1")
+        expect(re.fullmatch(r"350102\*{8}\d{3}[\dX]", idn), "resident sees %r" % idn)
+        expect(re.fullmatch(r"\d{3}\*{4}\d{4}", phone), "resident sees phone %r" % phone)
+        doctor = token("demo-doctor", "Jiankang-Doctor-2025")
+        idn, phone = numbers(doctor, "pat-2")  # in an open encounter with the doctor
+        expect(re.fullmatch(r"\d{6}\*{8}\d{3}[\dX]", idn), "doctor sees %r" % idn)
+        expect(re.fullmatch(r"\d{11}", phone), "doctor sees phone %r" % phone)
+        his = form(srv, "/auth/token", {"grant_type": "client_credentials",
+                                        "client_id": "demo-his",
+                                        "client_secret": "Jiankang-HIS-Secret-2025"})
+        his = expect_token(his, "hospital system")["access_token"]
+        idn_c, phone_c = citizen_id(), mobile()
+        made = srv.request("POST", FHIR + "/Patient", json.dumps(patient_with(
+            idn_c, phone_c, uniq("mrn"))).encode(), {"Content-Type": "application/fhir+json",
+                                                     "Authorization": "Bearer " + his})
+        expect_status(made, 201, "the hospital system registers a patient")
+        expect_eq(numbers(his, made.json["id"]), (idn_c, phone_c), "system sees them whole")
+    finally:
+        srv.stop()
