@@ -8,6 +8,7 @@ set -eu
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 port=${JK_BENCH_PORT:-18510}
+conns=${JK_BENCH_CONNS:-32}
 dir=$(mktemp -d /tmp/jk-bench.XXXXXX)
 url="http://127.0.0.1:$port"
 server_pid=""
@@ -25,7 +26,7 @@ start() { # the value of the security setting
 }
 
 rate() { # wrk arguments; prints requests/s and p99
-    wrk -t2 -c32 -d"${secs}s" --latency "$@" "$url/fhir/R4/Patient/pat-1" 2>&1 |
+    wrk -t2 -c"$conns" -d"${secs}s" --latency "$@" "$url/fhir/R4/Patient/pat-1" 2>&1 |
         awk '/Requests\/sec/ {r=$2} / 99%/ {p=$2} END {print r, p}'
 }
 
