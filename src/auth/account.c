@@ -16,12 +16,12 @@
 #include "fhir/searchparam.h"
 #include "fhir/validate.h"
 #include "core/log.h"
+#include "core/rules.h"
 #include "core/time.h"
 
 _Static_assert(JK_PWHASH_MAX == crypto_pwhash_STRBYTES, "JK_PWHASH_MAX is the libsodium size");
 
-#define RULES_MAX_BYTES (1L << 20)
-#define MS_PER_DAY      86400000LL
+#define MS_PER_DAY 86400000LL
 
 /* ---- roles ---- */
 
@@ -116,59 +116,20 @@ int jk_security_needs_totp(const struct jk_security_rules *r, enum jk_role role)
     return (unsigned)role < JK_N_ROLES && (r->second_factor_roles >> role & 1u);
 }
 
-/* Writes "FILE: POINTER: message" into err and returns JK_EINVAL. */
-static jk_rc rules_fail(char *err, size_t errlen, const char *file, const char *ptr,
-                        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-static jk_rc rules_fail(char *err, size_t errlen, const char *file, const char *ptr,
-                        const char *fmt, ...)
-{
-    char what[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(what, sizeof what, fmt, ap);
-    va_end(ap);
-    snprintf(err, errlen, "%s: %s: %s", file, ptr, what);
-    return JK_EINVAL;
-}
-
 /* Reads a whole number member of o in [min, max]. */
 static jk_rc rules_int(struct json_object *v, const char *file, const char *ptr, long min, long max,
                        long *out, char *err, size_t errlen)
 {
     if (!v || !json_object_is_type(v, json_type_int))
-        return rules_fail(err, errlen, file, ptr, "must be a whole number from %ld to %ld", min,
-                          max);
+        return jk_rules_fail(err, errlen, file, ptr, "must be a whole number from %ld to %ld", min,
+                             max);
     int64_t n = json_object_get_int64(v);
     if (n < min || n > max)
-        return rules_fail(err, errlen, file, ptr,
-                          "must be a whole number from %ld to %ld, not %lld", min, max,
-                          (long long)n);
+        return jk_rules_fail(err, errlen, file, ptr,
+                             "must be a whole number from %ld to %ld, not %lld", min, max,
+                             (long long)n);
     *out = (long)n;
     return JK_OK;
-}
-
-/* Checks that object o has no member other than those in allowed (NULL-terminated). */
-static jk_rc rules_known_keys(struct json_object *o, const char *const *allowed, const char *file,
-                              const char *ptr, char *err, size_t errlen)
-{
-    json_object_object_foreach(o, key, val)
-    {
-        (void)val;
-        size_t i = 0;
-        while (allowed[i] && strcmp(allowed[i], key))
-            i++;
-        if (!allowed[i]) return rules_fail(err, errlen, file, ptr, "unknown member '%s'", key);
-    }
-    return JK_OK;
-}
-
-static int is_date(const char *s)
-{
-    int64_t ms;
-    if (strlen(s) != 10) return 0;
-    for (int i = 0; i < 10; i++)
-        if ((i == 4 || i == 7) ? s[i] != '-' : !isdigit((unsigned char)s[i])) return 0;
-    return !jk_time_parse_iso(s, 10, &ms);
 }
 
 static jk_rc rules_value(const struct rule_def *d, struct json_object *v, const char *file,
@@ -189,8 +150,8 @@ static jk_rc rules_value(const struct rule_def *d, struct json_object *v, const 
                                         : sizeof out->public_health_types,
                len = 0;
         if (!json_object_is_type(v, json_type_array))
-            return rules_fail(err, errlen, file, ptr, "must be a list of %s",
-                              d->kind == R_CODES ? "codes" : "resource types");
+            return jk_rules_fail(err, errlen, file, ptr, "must be a list of %s",
+                                 d->kind == R_CODES ? "codes" : "resource types");
         dst[0] = '\0';
         for (size_t i = 0; i < json_object_array_length(v); i++) {
             struct json_object *e = json_object_array_get_idx(v, i);
@@ -200,11 +161,11 @@ static jk_rc rules_value(const struct rule_def *d, struct json_object *v, const 
             int is_ok = *s && !strpbrk(s, " \t\r\n");
             if (d->kind == R_TYPES) is_ok = jk_fhir_is_resource_type(s, strlen(s));
             if (!is_ok)
-                return rules_fail(err, errlen, file, sub, "'%s' is not %s", s,
-                                  d->kind == R_CODES ? "a code" : "a FHIR R4 resource type");
+                return jk_rules_fail(err, errlen, file, sub, "'%s' is not %s", s,
+                                     d->kind == R_CODES ? "a code" : "a FHIR R4 resource type");
             size_t sn = strlen(s);
             if (len + sn + 2 > cap)
-                return rules_fail(err, errlen, file, sub, "the list is too long");
+                return jk_rules_fail(err, errlen, file, sub, "the list is too long");
             if (len) dst[len++] = ' ';
             memcpy(dst + len, s, sn + 1);
             len += sn;
@@ -216,22 +177,22 @@ static jk_rc rules_value(const struct rule_def *d, struct json_object *v, const 
         static const char *const names[] = {"actor", "patient", "status"};
         if (!json_object_is_type(v, json_type_array) ||
             json_object_array_length(v) > JK_MAX_RELATIONSHIPS)
-            return rules_fail(err, errlen, file, ptr,
-                              "must be a list of at most %d objects {type, actor, patient, "
-                              "status, statuses}",
-                              JK_MAX_RELATIONSHIPS);
+            return jk_rules_fail(err, errlen, file, ptr,
+                                 "must be a list of at most %d objects {type, actor, patient, "
+                                 "status, statuses}",
+                                 JK_MAX_RELATIONSHIPS);
         out->n_rels = 0;
         for (size_t i = 0; i < json_object_array_length(v); i++) {
             struct json_object *e = json_object_array_get_idx(v, i), *m;
             struct jk_relationship_rule *rr = &out->rels[out->n_rels++];
             snprintf(sub, sizeof sub, "%.200s/%zu", ptr, i);
             if (!json_object_is_type(e, json_type_object))
-                return rules_fail(err, errlen, file, sub, "must be an object");
-            if ((rc = rules_known_keys(e, keys, file, sub, err, errlen))) return rc;
+                return jk_rules_fail(err, errlen, file, sub, "must be an object");
+            if ((rc = jk_rules_known_keys(e, keys, file, sub, err, errlen))) return rc;
             const char *t =
                 json_object_object_get_ex(e, "type", &m) ? json_object_get_string(m) : "";
             if (!jk_fhir_is_resource_type(t, strlen(t)) || strlen(t) >= sizeof rr->type)
-                return rules_fail(err, errlen, file, sub, "type '%s' is not a resource type", t);
+                return jk_rules_fail(err, errlen, file, sub, "type '%s' is not a resource type", t);
             snprintf(rr->type, sizeof rr->type, "%s", t);
             char *fields[] = {rr->actor, rr->patient, rr->status};
             for (int k = 0; k < 3; k++) {
@@ -242,21 +203,22 @@ static jk_rc rules_value(const struct rule_def *d, struct json_object *v, const 
                 const struct jk_sp *sp = jk_sp_find(t, code);
                 enum jk_sp_type want = k < 2 ? JK_SP_REFERENCE : JK_SP_TOKEN;
                 if (!sp || sp->type != want || strlen(code) >= sizeof rr->actor)
-                    return rules_fail(err, errlen, file, sub,
-                                      "%s '%s' is not a %s search parameter of %s", names[k], code,
-                                      k < 2 ? "reference" : "token", t);
+                    return jk_rules_fail(err, errlen, file, sub,
+                                         "%s '%s' is not a %s search parameter of %s", names[k],
+                                         code, k < 2 ? "reference" : "token", t);
                 snprintf(fields[k], sizeof rr->actor, "%s", code);
             }
             struct json_object *st;
             if (!json_object_object_get_ex(e, "statuses", &st) ||
                 !json_object_is_type(st, json_type_array) || !json_object_array_length(st))
-                return rules_fail(err, errlen, file, sub, "statuses must be a list of codes");
+                return jk_rules_fail(err, errlen, file, sub, "statuses must be a list of codes");
             size_t len = 0;
             for (size_t k = 0; k < json_object_array_length(st); k++) {
                 const char *code = json_object_get_string(json_object_array_get_idx(st, k));
                 size_t cn = code ? strlen(code) : 0;
                 if (!cn || strchr(code, ' ') || len + cn + 2 > sizeof rr->statuses)
-                    return rules_fail(err, errlen, file, sub, "statuses must be a list of codes");
+                    return jk_rules_fail(err, errlen, file, sub,
+                                         "statuses must be a list of codes");
                 if (len) rr->statuses[len++] = ' ';
                 memcpy(rr->statuses + len, code, cn + 1);
                 len += cn;
@@ -269,10 +231,10 @@ static jk_rc rules_value(const struct rule_def *d, struct json_object *v, const 
     case R_ANY_ROLES: {
         unsigned bits = 0;
         if (!json_object_is_type(v, json_type_array))
-            return rules_fail(err, errlen, file, ptr, "must be a list of %s",
-                              d->kind == R_CLASSES ? "character classes (lower, upper, digit, "
-                                                     "symbol)"
-                                                   : "role names");
+            return jk_rules_fail(err, errlen, file, ptr, "must be a list of %s",
+                                 d->kind == R_CLASSES ? "character classes (lower, upper, digit, "
+                                                        "symbol)"
+                                                      : "role names");
         for (size_t i = 0; i < json_object_array_length(v); i++) {
             struct json_object *e = json_object_array_get_idx(v, i);
             const char *s =
@@ -283,23 +245,23 @@ static jk_rc rules_value(const struct rule_def *d, struct json_object *v, const 
                 for (unsigned k = 0; s && k < 4; k++)
                     if (!strcmp(s, class_names[k])) bit = 1u << k;
                 if (!bit)
-                    return rules_fail(err, errlen, file, sub,
-                                      "'%s' is not a character class (lower, upper, digit, "
-                                      "symbol)",
-                                      s ? s : json_object_to_json_string(e));
+                    return jk_rules_fail(err, errlen, file, sub,
+                                         "'%s' is not a character class (lower, upper, digit, "
+                                         "symbol)",
+                                         s ? s : json_object_to_json_string(e));
             } else {
                 const struct jk_role_info *ri = jk_role_by_name(s);
                 if (!ri)
-                    return rules_fail(err, errlen, file, sub, "'%s' is not a role",
-                                      s ? s : json_object_to_json_string(e));
+                    return jk_rules_fail(err, errlen, file, sub, "'%s' is not a role",
+                                         s ? s : json_object_to_json_string(e));
                 if (!ri->is_person && d->kind == R_ROLES)
-                    return rules_fail(err, errlen, file, sub,
-                                      "role '%s' logs in with client credentials and cannot "
-                                      "give a one-time code",
-                                      s);
+                    return jk_rules_fail(err, errlen, file, sub,
+                                         "role '%s' logs in with client credentials and cannot "
+                                         "give a one-time code",
+                                         s);
                 bit = 1u << ri->role;
             }
-            if (bits & bit) return rules_fail(err, errlen, file, sub, "'%s' is listed twice", s);
+            if (bits & bit) return jk_rules_fail(err, errlen, file, sub, "'%s' is listed twice", s);
             bits |= bit;
         }
         *(unsigned *)((char *)out + d->offset) = bits;
@@ -310,9 +272,9 @@ static jk_rc rules_value(const struct rule_def *d, struct json_object *v, const 
         struct jk_rate_rule *rr = (struct jk_rate_rule *)((char *)out + d->offset);
         struct json_object *m;
         if (!json_object_is_type(v, json_type_object))
-            return rules_fail(err, errlen, file, ptr,
-                              "must be an object {\"limit\": N, \"window_seconds\": S}");
-        if ((rc = rules_known_keys(v, keys, file, ptr, err, errlen))) return rc;
+            return jk_rules_fail(err, errlen, file, ptr,
+                                 "must be an object {\"limit\": N, \"window_seconds\": S}");
+        if ((rc = jk_rules_known_keys(v, keys, file, ptr, err, errlen))) return rc;
         snprintf(sub, sizeof sub, "%.200s/limit", ptr);
         m = NULL;
         json_object_object_get_ex(v, "limit", &m);
@@ -329,9 +291,9 @@ static jk_rc rules_value(const struct rule_def *d, struct json_object *v, const 
         static const char *const keys[] = {"ops_limit", "mem_limit_kib", NULL};
         struct json_object *m;
         if (!json_object_is_type(v, json_type_object))
-            return rules_fail(err, errlen, file, ptr,
-                              "must be an object {\"ops_limit\": N, \"mem_limit_kib\": K}");
-        if ((rc = rules_known_keys(v, keys, file, ptr, err, errlen))) return rc;
+            return jk_rules_fail(err, errlen, file, ptr,
+                                 "must be an object {\"ops_limit\": N, \"mem_limit_kib\": K}");
+        if ((rc = jk_rules_known_keys(v, keys, file, ptr, err, errlen))) return rc;
         snprintf(sub, sizeof sub, "%.200s/ops_limit", ptr);
         m = NULL;
         json_object_object_get_ex(v, "ops_limit", &m);
@@ -351,31 +313,6 @@ static jk_rc rules_value(const struct rule_def *d, struct json_object *v, const 
     return JK_EINTERNAL;
 }
 
-/* Reads the file into a NUL-terminated malloc'ed buffer. */
-static jk_rc read_file(const char *path, char **out, size_t *n, char *err, size_t errlen)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
-        return JK_ENOTFOUND;
-    }
-    char *p = malloc(RULES_MAX_BYTES + 1);
-    size_t len = p ? fread(p, 1, RULES_MAX_BYTES + 1, f) : 0;
-    int is_err = ferror(f);
-    fclose(f);
-    if (!p) return JK_ENOMEM;
-    if (is_err || len > RULES_MAX_BYTES) {
-        free(p);
-        snprintf(err, errlen, "%s: %s", path,
-                 is_err ? "cannot read the file" : "the file is larger than 1 MiB");
-        return JK_EINVAL;
-    }
-    p[len] = '\0';
-    *out = p;
-    *n = len;
-    return JK_OK;
-}
-
 static jk_rc rules_check(struct json_object *root, const char *path, struct jk_security_rules *out,
                          char *err, size_t errlen)
 {
@@ -385,14 +322,14 @@ static jk_rc rules_check(struct json_object *root, const char *path, struct jk_s
     char ptr[256];
     jk_rc rc;
     if (!json_object_is_type(root, json_type_object))
-        return rules_fail(err, errlen, path, "/", "must be a JSON object");
-    if ((rc = rules_known_keys(root, top_keys, path, "/", err, errlen))) return rc;
+        return jk_rules_fail(err, errlen, path, "/", "must be a JSON object");
+    if ((rc = jk_rules_known_keys(root, top_keys, path, "/", err, errlen))) return rc;
     if (!json_object_object_get_ex(root, "ruleSet", &v) ||
         !json_object_is_type(v, json_type_string) || strcmp(json_object_get_string(v), "security"))
-        return rules_fail(err, errlen, path, "/ruleSet", "must be \"security\"");
+        return jk_rules_fail(err, errlen, path, "/ruleSet", "must be \"security\"");
     if (!json_object_object_get_ex(root, "rules", &rules) ||
         !json_object_is_type(rules, json_type_object))
-        return rules_fail(err, errlen, path, "/rules", "must be an object of rules by code");
+        return jk_rules_fail(err, errlen, path, "/rules", "must be an object of rules by code");
     json_object_object_foreach(rules, code, any_rule)
     {
         (void)any_rule;
@@ -401,7 +338,7 @@ static jk_rc rules_check(struct json_object *root, const char *path, struct jk_s
             i++;
         if (i == N_RULES) {
             snprintf(ptr, sizeof ptr, "/rules/%.200s", code);
-            return rules_fail(err, errlen, path, ptr, "unknown rule '%s'", code);
+            return jk_rules_fail(err, errlen, path, ptr, "unknown rule '%s'", code);
         }
     }
     for (size_t i = 0; i < N_RULES; i++) {
@@ -409,26 +346,27 @@ static jk_rc rules_check(struct json_object *root, const char *path, struct jk_s
         struct json_object *rule;
         snprintf(ptr, sizeof ptr, "/rules/%s", d->code);
         if (!json_object_object_get_ex(rules, d->code, &rule))
-            return rules_fail(err, errlen, path, ptr, "the rule is missing");
+            return jk_rules_fail(err, errlen, path, ptr, "the rule is missing");
         if (!json_object_is_type(rule, json_type_object))
-            return rules_fail(err, errlen, path, ptr,
-                              "must be an object with value, source and effective");
-        if ((rc = rules_known_keys(rule, rule_keys, path, ptr, err, errlen))) return rc;
+            return jk_rules_fail(err, errlen, path, ptr,
+                                 "must be an object with value, source and effective");
+        if ((rc = jk_rules_known_keys(rule, rule_keys, path, ptr, err, errlen))) return rc;
         if (!json_object_object_get_ex(rule, "source", &v) ||
             !json_object_is_type(v, json_type_string) || !json_object_get_string_len(v)) {
             snprintf(ptr, sizeof ptr, "/rules/%s/source", d->code);
-            return rules_fail(err, errlen, path, ptr,
-                              "must say where the rule comes from (a non-empty string)");
+            return jk_rules_fail(err, errlen, path, ptr,
+                                 "must say where the rule comes from (a non-empty string)");
         }
         if (!json_object_object_get_ex(rule, "effective", &v) ||
-            !json_object_is_type(v, json_type_string) || !is_date(json_object_get_string(v))) {
+            !json_object_is_type(v, json_type_string) ||
+            !jk_rules_is_date(json_object_get_string(v))) {
             snprintf(ptr, sizeof ptr, "/rules/%s/effective", d->code);
-            return rules_fail(err, errlen, path, ptr,
-                              "must be the date the rule took effect, as YYYY-MM-DD");
+            return jk_rules_fail(err, errlen, path, ptr,
+                                 "must be the date the rule took effect, as YYYY-MM-DD");
         }
         snprintf(ptr, sizeof ptr, "/rules/%s/value", d->code);
         if (!json_object_object_get_ex(rule, "value", &v))
-            return rules_fail(err, errlen, path, ptr, "the value is missing");
+            return jk_rules_fail(err, errlen, path, ptr, "the value is missing");
         if ((rc = rules_value(d, v, path, ptr, out, err, errlen))) return rc;
     }
     return JK_OK;
@@ -437,39 +375,15 @@ static jk_rc rules_check(struct json_object *root, const char *path, struct jk_s
 jk_rc jk_security_rules_load(const char *path, struct jk_security_rules *out, char *err,
                              size_t errlen)
 {
-    char *text = NULL;
-    size_t len = 0;
-    jk_rc rc = read_file(path, &text, &len, err, errlen);
+    struct json_object *root;
+    jk_rc rc = jk_rules_parse(path, &root, err, errlen);
     if (rc) return rc;
-    struct json_tokener *tok = json_tokener_new_ex(32);
-    if (!tok) {
-        free(text);
-        return JK_ENOMEM;
-    }
-    struct json_object *root = json_tokener_parse_ex(tok, text, (int)len);
-    enum json_tokener_error jerr = json_tokener_get_error(tok);
-    size_t end = json_tokener_get_parse_end(tok);
-    while (root && end < len && isspace((unsigned char)text[end]))
-        end++;
-    if (!root || jerr != json_tokener_success || end < len) {
-        size_t line = 1;
-        for (size_t i = 0; i < end && i < len; i++)
-            if (text[i] == '\n') line++;
-        snprintf(err, errlen, "%s: line %zu: not valid JSON: %s", path, line,
-                 root                            ? "something follows the JSON value"
-                 : jerr == json_tokener_continue ? "the file ends inside the JSON value"
-                                                 : json_tokener_error_desc(jerr));
-        rc = JK_EINVAL;
-    } else {
-        struct jk_security_rules r;
-        memset(&r, 0, sizeof r);
-        snprintf(r.path, sizeof r.path, "%s", path);
-        rc = rules_check(root, path, &r, err, errlen);
-        if (!rc) *out = r;
-    }
+    struct jk_security_rules r;
+    memset(&r, 0, sizeof r);
+    snprintf(r.path, sizeof r.path, "%s", path);
+    rc = rules_check(root, path, &r, err, errlen);
+    if (!rc) *out = r;
     json_object_put(root);
-    json_tokener_free(tok);
-    free(text);
     return rc;
 }
 

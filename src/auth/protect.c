@@ -16,14 +16,14 @@
 #include "core/buf.h"
 #include "core/diag.h"
 #include "core/log.h"
+#include "core/rules.h"
 #include "core/time.h"
 #include "fhir/model.h"
 
-#define RULES_MAX_BYTES (1L << 20)
-#define MAX_SYSTEMS     64 /* identity systems, and identifier types, in the rules */
-#define MAX_LIST        64 /* phone systems, public resource types */
-#define MAX_PATH        1024
-#define MAX_DEPTH       200 /* parsed JSON is at most JK_MAX_JSON_DEPTH deep; a guard anyway */
+#define MAX_SYSTEMS 64 /* identity systems, and identifier types, in the rules */
+#define MAX_LIST    64 /* phone systems, public resource types */
+#define MAX_PATH    1024
+#define MAX_DEPTH   200 /* parsed JSON is at most JK_MAX_JSON_DEPTH deep; a guard anyway */
 
 #define MARKER      "jkenc:"
 #define MARKER_LEN  (sizeof MARKER - 1)
@@ -68,44 +68,6 @@ const char *jk_identity_rules_path(void)
 {
     const char *p = getenv("JIANKANG_IDENTITY_RULES");
     return p && *p ? p : "rules/identity.json";
-}
-
-/* Writes "FILE: POINTER: message" into err and returns JK_EINVAL. */
-static jk_rc rules_fail(char *err, size_t errlen, const char *file, const char *ptr,
-                        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
-static jk_rc rules_fail(char *err, size_t errlen, const char *file, const char *ptr,
-                        const char *fmt, ...)
-{
-    char what[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(what, sizeof what, fmt, ap);
-    va_end(ap);
-    snprintf(err, errlen, "%s: %s: %s", file, ptr, what);
-    return JK_EINVAL;
-}
-
-static jk_rc known_keys(struct json_object *o, const char *const *allowed, const char *file,
-                        const char *ptr, char *err, size_t errlen)
-{
-    json_object_object_foreach(o, key, val)
-    {
-        (void)val;
-        size_t i = 0;
-        while (allowed[i] && strcmp(allowed[i], key))
-            i++;
-        if (!allowed[i]) return rules_fail(err, errlen, file, ptr, "unknown member '%s'", key);
-    }
-    return JK_OK;
-}
-
-static int is_date(const char *s)
-{
-    int64_t ms;
-    if (strlen(s) != 10) return 0;
-    for (int i = 0; i < 10; i++)
-        if ((i == 4 || i == 7) ? s[i] != '-' : !isdigit((unsigned char)s[i])) return 0;
-    return !jk_time_parse_iso(s, 10, &ms);
 }
 
 /* A non-empty string of at most max bytes without white space or control characters. */
@@ -173,10 +135,10 @@ static jk_rc mask_value(struct json_object *v, const char *file, const char *ptr
     char sub[300];
     jk_rc rc;
     if (!json_object_is_type(v, json_type_object))
-        return rules_fail(err, errlen, file, ptr,
-                          "must be an object {\"keep_first\": N, \"keep_last\": N, "
-                          "\"min_hidden\": N}");
-    if ((rc = known_keys(v, keys, file, ptr, err, errlen))) return rc;
+        return jk_rules_fail(err, errlen, file, ptr,
+                             "must be an object {\"keep_first\": N, \"keep_last\": N, "
+                             "\"min_hidden\": N}");
+    if ((rc = jk_rules_known_keys(v, keys, file, ptr, err, errlen))) return rc;
     for (int i = 0; i < 3; i++) {
         struct json_object *f = NULL;
         long min = i == 2 ? 1 : 0, max = 32;
@@ -184,8 +146,8 @@ static jk_rc mask_value(struct json_object *v, const char *file, const char *ptr
         json_object_object_get_ex(v, keys[i], &f);
         if (!f || !json_object_is_type(f, json_type_int) || json_object_get_int64(f) < min ||
             json_object_get_int64(f) > max)
-            return rules_fail(err, errlen, file, sub, "must be a whole number from %ld to %ld", min,
-                              max);
+            return jk_rules_fail(err, errlen, file, sub, "must be a whole number from %ld to %ld",
+                                 min, max);
         *fields[i] = (int)json_object_get_int64(f);
     }
     return JK_OK;
@@ -198,20 +160,20 @@ static jk_rc list_value(struct json_object *v, const char *file, const char *ptr
 {
     char sub[300];
     if (!json_object_is_type(v, json_type_array) || !json_object_array_length(v))
-        return rules_fail(err, errlen, file, ptr, "must be a non-empty list of %s", what);
+        return jk_rules_fail(err, errlen, file, ptr, "must be a non-empty list of %s", what);
     size_t len = json_object_array_length(v);
     if (len > MAX_LIST)
-        return rules_fail(err, errlen, file, ptr, "lists more than %d entries", MAX_LIST);
+        return jk_rules_fail(err, errlen, file, ptr, "lists more than %d entries", MAX_LIST);
     for (size_t i = 0; i < len; i++) {
         struct json_object *e = json_object_array_get_idx(v, i);
         const char *s = token_of(e, 255);
         snprintf(sub, sizeof sub, "%.200s/%zu", ptr, i);
         if (!s || !ok(s))
-            return rules_fail(err, errlen, file, sub, "'%.100s' is not one of the %s",
-                              s ? s : json_object_to_json_string(e), what);
+            return jk_rules_fail(err, errlen, file, sub, "'%.100s' is not one of the %s",
+                                 s ? s : json_object_to_json_string(e), what);
         for (size_t j = 0; j < *n; j++)
             if (!strcmp(out[j], s))
-                return rules_fail(err, errlen, file, sub, "'%s' is listed twice", s);
+                return jk_rules_fail(err, errlen, file, sub, "'%s' is listed twice", s);
         if (!(out[(*n)++] = jk_arena_strdup(a, s))) return JK_ENOMEM;
     }
     return JK_OK;
@@ -251,37 +213,40 @@ static jk_rc rule_value(enum rule_kind kind, struct json_object *v, const char *
     case R_SYSTEM: {
         const char *s = token_of(v, 255);
         if (!s || !is_absolute_uri(s))
-            return rules_fail(err, errlen, file, ptr,
-                              "must be an absolute URI of at most 255 bytes (an "
-                              "Identifier.system such as urn:oid:2.16.156.10011.1.3)");
+            return jk_rules_fail(err, errlen, file, ptr,
+                                 "must be an absolute URI of at most 255 bytes (an "
+                                 "Identifier.system such as urn:oid:2.16.156.10011.1.3)");
         for (size_t i = 0; i < r->n_systems; i++)
             if (!strcmp(r->systems[i], s))
-                return rules_fail(err, errlen, file, ptr, "'%s' is listed by another rule", s);
+                return jk_rules_fail(err, errlen, file, ptr, "'%s' is listed by another rule", s);
         if (r->n_systems == MAX_SYSTEMS)
-            return rules_fail(err, errlen, file, ptr, "more than %d identity systems", MAX_SYSTEMS);
+            return jk_rules_fail(err, errlen, file, ptr, "more than %d identity systems",
+                                 MAX_SYSTEMS);
         if (!(r->systems[r->n_systems++] = jk_arena_strdup(r->arena, s))) return JK_ENOMEM;
         return JK_OK;
     }
     case R_TYPE: {
         struct json_object *sys = NULL, *c = NULL;
         if (!json_object_is_type(v, json_type_object))
-            return rules_fail(err, errlen, file, ptr,
-                              "must be an object {\"system\": URI, \"code\": CODE} (a coding "
-                              "of Identifier.type)");
-        if ((rc = known_keys(v, type_keys, file, ptr, err, errlen))) return rc;
+            return jk_rules_fail(err, errlen, file, ptr,
+                                 "must be an object {\"system\": URI, \"code\": CODE} (a coding "
+                                 "of Identifier.type)");
+        if ((rc = jk_rules_known_keys(v, type_keys, file, ptr, err, errlen))) return rc;
         json_object_object_get_ex(v, "system", &sys);
         json_object_object_get_ex(v, "code", &c);
         const char *s = token_of(sys, 255), *k = token_of(c, 64);
         snprintf(sub, sizeof sub, "%.200s/%s", ptr, !s || !is_absolute_uri(s) ? "system" : "code");
         if (!s || !is_absolute_uri(s) || !k)
-            return rules_fail(err, errlen, file, sub,
-                              "must be a non-empty string without spaces (%s)",
-                              !s || !is_absolute_uri(s) ? "an absolute URI" : "a code");
+            return jk_rules_fail(err, errlen, file, sub,
+                                 "must be a non-empty string without spaces (%s)",
+                                 !s || !is_absolute_uri(s) ? "an absolute URI" : "a code");
         for (size_t i = 0; i < r->n_types; i++)
             if (!strcmp(r->types[i].system, s) && !strcmp(r->types[i].code, k))
-                return rules_fail(err, errlen, file, ptr, "%s|%s is listed by another rule", s, k);
+                return jk_rules_fail(err, errlen, file, ptr, "%s|%s is listed by another rule", s,
+                                     k);
         if (r->n_types == MAX_SYSTEMS)
-            return rules_fail(err, errlen, file, ptr, "more than %d identifier types", MAX_SYSTEMS);
+            return jk_rules_fail(err, errlen, file, ptr, "more than %d identifier types",
+                                 MAX_SYSTEMS);
         struct id_type *t = &r->types[r->n_types++];
         if (!(t->system = jk_arena_strdup(r->arena, s)) ||
             !(t->code = jk_arena_strdup(r->arena, k)))
@@ -310,116 +275,68 @@ static jk_rc rules_check(struct json_object *root, const char *path, struct rule
     char ptr[300];
     jk_rc rc;
     if (!json_object_is_type(root, json_type_object))
-        return rules_fail(err, errlen, path, "/", "must be a JSON object");
-    if ((rc = known_keys(root, top_keys, path, "/", err, errlen))) return rc;
+        return jk_rules_fail(err, errlen, path, "/", "must be a JSON object");
+    if ((rc = jk_rules_known_keys(root, top_keys, path, "/", err, errlen))) return rc;
     if (!json_object_object_get_ex(root, "ruleSet", &v) ||
         !json_object_is_type(v, json_type_string) || strcmp(json_object_get_string(v), "identity"))
-        return rules_fail(err, errlen, path, "/ruleSet", "must be \"identity\"");
+        return jk_rules_fail(err, errlen, path, "/ruleSet", "must be \"identity\"");
     if (!json_object_object_get_ex(root, "rules", &rules) ||
         !json_object_is_type(rules, json_type_object))
-        return rules_fail(err, errlen, path, "/rules", "must be an object of rules by code");
+        return jk_rules_fail(err, errlen, path, "/rules", "must be an object of rules by code");
     json_object_object_foreach(rules, code, rule)
     {
         enum rule_kind kind;
         snprintf(ptr, sizeof ptr, "/rules/%.200s", code);
         if (!rule_kind_of(code, &kind))
-            return rules_fail(err, errlen, path, ptr,
-                              "unknown rule '%.200s' (known: identity.system.<name>, "
-                              "identity.type.<name>, phone.systems, "
-                              "phone.public_resource_types, mask.identity, mask.phone)",
-                              code);
+            return jk_rules_fail(err, errlen, path, ptr,
+                                 "unknown rule '%.200s' (known: identity.system.<name>, "
+                                 "identity.type.<name>, phone.systems, "
+                                 "phone.public_resource_types, mask.identity, mask.phone)",
+                                 code);
         if (!json_object_is_type(rule, json_type_object))
-            return rules_fail(err, errlen, path, ptr,
-                              "must be an object with value, source and effective");
-        if ((rc = known_keys(rule, rule_keys, path, ptr, err, errlen))) return rc;
+            return jk_rules_fail(err, errlen, path, ptr,
+                                 "must be an object with value, source and effective");
+        if ((rc = jk_rules_known_keys(rule, rule_keys, path, ptr, err, errlen))) return rc;
         if (!json_object_object_get_ex(rule, "source", &v) ||
             !json_object_is_type(v, json_type_string) || !json_object_get_string_len(v)) {
             snprintf(ptr, sizeof ptr, "/rules/%.200s/source", code);
-            return rules_fail(err, errlen, path, ptr,
-                              "must say where the rule comes from (a non-empty string)");
+            return jk_rules_fail(err, errlen, path, ptr,
+                                 "must say where the rule comes from (a non-empty string)");
         }
         if (!json_object_object_get_ex(rule, "effective", &v) ||
-            !json_object_is_type(v, json_type_string) || !is_date(json_object_get_string(v))) {
+            !json_object_is_type(v, json_type_string) ||
+            !jk_rules_is_date(json_object_get_string(v))) {
             snprintf(ptr, sizeof ptr, "/rules/%.200s/effective", code);
-            return rules_fail(err, errlen, path, ptr,
-                              "must be the date the rule took effect, as YYYY-MM-DD");
+            return jk_rules_fail(err, errlen, path, ptr,
+                                 "must be the date the rule took effect, as YYYY-MM-DD");
         }
         snprintf(ptr, sizeof ptr, "/rules/%.200s/value", code);
         if (!json_object_object_get_ex(rule, "value", &v))
-            return rules_fail(err, errlen, path, ptr, "the value is missing");
+            return jk_rules_fail(err, errlen, path, ptr, "the value is missing");
         if ((rc = rule_value(kind, v, path, ptr, r, err, errlen))) return rc;
     }
     for (size_t i = 0; i < N_FIXED; i++) {
         snprintf(ptr, sizeof ptr, "/rules/%s", fixed_rules[i].code);
         if (!json_object_object_get_ex(rules, fixed_rules[i].code, &v))
-            return rules_fail(err, errlen, path, ptr, "the rule is missing");
+            return jk_rules_fail(err, errlen, path, ptr, "the rule is missing");
     }
     if (!r->n_systems)
-        return rules_fail(err, errlen, path, "/rules",
-                          "no identity.system.<name> rule: at least one system must be listed");
-    return JK_OK;
-}
-
-/* Reads the file into a NUL-terminated malloc'ed buffer. */
-static jk_rc read_file(const char *path, char **out, size_t *n, char *err, size_t errlen)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
-        return JK_ENOTFOUND;
-    }
-    char *p = malloc(RULES_MAX_BYTES + 1);
-    size_t len = p ? fread(p, 1, RULES_MAX_BYTES + 1, f) : 0;
-    int is_err = ferror(f);
-    fclose(f);
-    if (!p) return JK_ENOMEM;
-    if (is_err || len > RULES_MAX_BYTES) {
-        free(p);
-        snprintf(err, errlen, "%s: %s", path,
-                 is_err ? "cannot read the file" : "the file is larger than 1 MiB");
-        return JK_EINVAL;
-    }
-    p[len] = '\0';
-    *out = p;
-    *n = len;
+        return jk_rules_fail(err, errlen, path, "/rules",
+                             "no identity.system.<name> rule: at least one system must be listed");
     return JK_OK;
 }
 
 static jk_rc rules_load(const char *path, struct rules *out, char *err, size_t errlen)
 {
-    char *text = NULL;
-    size_t len = 0;
-    jk_rc rc = read_file(path, &text, &len, err, errlen);
+    struct json_object *root;
+    jk_rc rc = jk_rules_parse(path, &root, err, errlen);
     if (rc) return rc;
-    struct json_tokener *tok = json_tokener_new_ex(32);
-    if (!tok) {
-        free(text);
-        return JK_ENOMEM;
-    }
-    struct json_object *root = json_tokener_parse_ex(tok, text, (int)len);
-    enum json_tokener_error jerr = json_tokener_get_error(tok);
-    size_t end = json_tokener_get_parse_end(tok);
-    while (root && end < len && isspace((unsigned char)text[end]))
-        end++;
-    if (!root || jerr != json_tokener_success || end < len) {
-        size_t line = 1;
-        for (size_t i = 0; i < end && i < len; i++)
-            if (text[i] == '\n') line++;
-        snprintf(err, errlen, "%s: line %zu: not valid JSON: %s", path, line,
-                 root                            ? "something follows the JSON value"
-                 : jerr == json_tokener_continue ? "the file ends inside the JSON value"
-                                                 : json_tokener_error_desc(jerr));
-        rc = JK_EINVAL;
-    } else {
-        memset(out, 0, sizeof *out);
-        if (!(out->arena = jk_arena_new(0)))
-            rc = JK_ENOMEM;
-        else if ((rc = rules_check(root, path, out, err, errlen)))
-            jk_arena_free(out->arena);
-    }
+    memset(out, 0, sizeof *out);
+    if (!(out->arena = jk_arena_new(0)))
+        rc = JK_ENOMEM;
+    else if ((rc = rules_check(root, path, out, err, errlen)))
+        jk_arena_free(out->arena);
     json_object_put(root);
-    json_tokener_free(tok);
-    free(text);
     return rc;
 }
 

@@ -1,0 +1,29 @@
+/* rules.h - what every file under rules/ shares: read and parsed strictly, and problems
+ * reported as "FILE: /json/pointer: what is wrong". */
+#ifndef JK_RULES_H
+#define JK_RULES_H
+
+#include <stddef.h>
+
+#include "core/rc.h"
+
+struct json_object;
+
+#define JK_RULES_MAX_BYTES (1u << 20) /* a rules file is at most 1 MiB */
+
+/* Reads and parses the JSON file at path into *root (the caller puts it). JK_ENOTFOUND when
+ * it cannot be read, JK_EINVAL with "FILE: line N: not valid JSON: ..." in err. */
+jk_rc jk_rules_parse(const char *path, struct json_object **root, char *err, size_t errlen);
+
+/* Writes "FILE: POINTER: message" into err and returns JK_EINVAL. */
+jk_rc jk_rules_fail(char *err, size_t errlen, const char *file, const char *ptr, const char *fmt,
+                    ...) __attribute__((format(printf, 5, 6)));
+
+/* JK_EINVAL ("unknown member 'x'") when object o has a member not in allowed (NULL-ended). */
+jk_rc jk_rules_known_keys(struct json_object *o, const char *const *allowed, const char *file,
+                          const char *ptr, char *err, size_t errlen);
+
+/* Whether s is a real date written YYYY-MM-DD. */
+int jk_rules_is_date(const char *s);
+
+#endif
