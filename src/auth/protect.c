@@ -269,20 +269,10 @@ static jk_rc rule_value(enum rule_kind kind, struct json_object *v, const char *
 static jk_rc rules_check(struct json_object *root, const char *path, struct rules *r, char *err,
                          size_t errlen)
 {
-    static const char *const top_keys[] = {"ruleSet", "description", "rules", NULL};
-    static const char *const rule_keys[] = {"value", "source", "effective", "note", NULL};
     struct json_object *v, *rules;
     char ptr[300];
-    jk_rc rc;
-    if (!json_object_is_type(root, json_type_object))
-        return jk_rules_fail(err, errlen, path, "/", "must be a JSON object");
-    if ((rc = jk_rules_known_keys(root, top_keys, path, "/", err, errlen))) return rc;
-    if (!json_object_object_get_ex(root, "ruleSet", &v) ||
-        !json_object_is_type(v, json_type_string) || strcmp(json_object_get_string(v), "identity"))
-        return jk_rules_fail(err, errlen, path, "/ruleSet", "must be \"identity\"");
-    if (!json_object_object_get_ex(root, "rules", &rules) ||
-        !json_object_is_type(rules, json_type_object))
-        return jk_rules_fail(err, errlen, path, "/rules", "must be an object of rules by code");
+    jk_rc rc = jk_rules_top(root, path, "identity", &rules, err, errlen);
+    if (rc) return rc;
     json_object_object_foreach(rules, code, rule)
     {
         enum rule_kind kind;
@@ -293,26 +283,7 @@ static jk_rc rules_check(struct json_object *root, const char *path, struct rule
                                  "identity.type.<name>, phone.systems, "
                                  "phone.public_resource_types, mask.identity, mask.phone)",
                                  code);
-        if (!json_object_is_type(rule, json_type_object))
-            return jk_rules_fail(err, errlen, path, ptr,
-                                 "must be an object with value, source and effective");
-        if ((rc = jk_rules_known_keys(rule, rule_keys, path, ptr, err, errlen))) return rc;
-        if (!json_object_object_get_ex(rule, "source", &v) ||
-            !json_object_is_type(v, json_type_string) || !json_object_get_string_len(v)) {
-            snprintf(ptr, sizeof ptr, "/rules/%.200s/source", code);
-            return jk_rules_fail(err, errlen, path, ptr,
-                                 "must say where the rule comes from (a non-empty string)");
-        }
-        if (!json_object_object_get_ex(rule, "effective", &v) ||
-            !json_object_is_type(v, json_type_string) ||
-            !jk_rules_is_date(json_object_get_string(v))) {
-            snprintf(ptr, sizeof ptr, "/rules/%.200s/effective", code);
-            return jk_rules_fail(err, errlen, path, ptr,
-                                 "must be the date the rule took effect, as YYYY-MM-DD");
-        }
-        snprintf(ptr, sizeof ptr, "/rules/%.200s/value", code);
-        if (!json_object_object_get_ex(rule, "value", &v))
-            return jk_rules_fail(err, errlen, path, ptr, "the value is missing");
+        if ((rc = jk_rules_rule(rule, path, code, ptr, sizeof ptr, &v, err, errlen))) return rc;
         if ((rc = rule_value(kind, v, path, ptr, r, err, errlen))) return rc;
     }
     for (size_t i = 0; i < N_FIXED; i++) {

@@ -106,3 +106,50 @@ jk_rc jk_rules_parse(const char *path, struct json_object **root, char *err, siz
     free(text);
     return rc;
 }
+
+jk_rc jk_rules_top(struct json_object *root, const char *path, const char *rule_set,
+                   struct json_object **rules, char *err, size_t errlen)
+{
+    static const char *const top_keys[] = {"ruleSet", "description", "rules", NULL};
+    struct json_object *v;
+    jk_rc rc;
+    if (!json_object_is_type(root, json_type_object))
+        return jk_rules_fail(err, errlen, path, "/", "must be a JSON object");
+    if ((rc = jk_rules_known_keys(root, top_keys, path, "/", err, errlen))) return rc;
+    if (!json_object_object_get_ex(root, "ruleSet", &v) ||
+        !json_object_is_type(v, json_type_string) || strcmp(json_object_get_string(v), rule_set))
+        return jk_rules_fail(err, errlen, path, "/ruleSet", "must be \"%s\"", rule_set);
+    if (!json_object_object_get_ex(root, "rules", rules) ||
+        !json_object_is_type(*rules, json_type_object))
+        return jk_rules_fail(err, errlen, path, "/rules", "must be an object of rules by code");
+    return JK_OK;
+}
+
+jk_rc jk_rules_rule(struct json_object *rule, const char *path, const char *code, char *ptr,
+                    size_t ptrlen, struct json_object **value, char *err, size_t errlen)
+{
+    static const char *const rule_keys[] = {"value", "source", "effective", "note", NULL};
+    struct json_object *v;
+    jk_rc rc;
+    snprintf(ptr, ptrlen, "/rules/%.200s", code);
+    if (!json_object_is_type(rule, json_type_object))
+        return jk_rules_fail(err, errlen, path, ptr,
+                             "must be an object with value, source and effective");
+    if ((rc = jk_rules_known_keys(rule, rule_keys, path, ptr, err, errlen))) return rc;
+    if (!json_object_object_get_ex(rule, "source", &v) ||
+        !json_object_is_type(v, json_type_string) || !json_object_get_string_len(v)) {
+        snprintf(ptr, ptrlen, "/rules/%.200s/source", code);
+        return jk_rules_fail(err, errlen, path, ptr,
+                             "must say where the rule comes from (a non-empty string)");
+    }
+    if (!json_object_object_get_ex(rule, "effective", &v) ||
+        !json_object_is_type(v, json_type_string) || !jk_rules_is_date(json_object_get_string(v))) {
+        snprintf(ptr, ptrlen, "/rules/%.200s/effective", code);
+        return jk_rules_fail(err, errlen, path, ptr,
+                             "must be the date the rule took effect, as YYYY-MM-DD");
+    }
+    snprintf(ptr, ptrlen, "/rules/%.200s/value", code);
+    if (!json_object_object_get_ex(rule, "value", value))
+        return jk_rules_fail(err, errlen, path, ptr, "the value is missing");
+    return JK_OK;
+}

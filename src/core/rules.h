@@ -23,6 +23,16 @@ jk_rc jk_rules_fail(char *err, size_t errlen, const char *file, const char *ptr,
 jk_rc jk_rules_known_keys(struct json_object *o, const char *const *allowed, const char *file,
                           const char *ptr, char *err, size_t errlen);
 
+/* Checks the top of a rules file: an object {ruleSet: rule_set, description, rules: {...}};
+ * *rules is its rules object (owned by root). */
+jk_rc jk_rules_top(struct json_object *root, const char *path, const char *rule_set,
+                   struct json_object **rules, char *err, size_t errlen);
+
+/* Checks one rule rules/<code> = {value, source (non-empty), effective (YYYY-MM-DD), note?};
+ * *value is its value and ptr (at least 256 bytes) becomes "/rules/<code>/value". */
+jk_rc jk_rules_rule(struct json_object *rule, const char *path, const char *code, char *ptr,
+                    size_t ptrlen, struct json_object **value, char *err, size_t errlen);
+
 /* Whether s is a real date written YYYY-MM-DD. */
 int jk_rules_is_date(const char *s);
 
