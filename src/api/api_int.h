@@ -74,9 +74,6 @@ int jk_api_may_read_version(struct jk_http_req *rq, struct jk_api_guard *g, cons
  * JK_AZ_COUNT); JK_EFORBIDDEN when nothing. */
 jk_rc jk_api_search_scope(struct jk_http_req *rq, struct jk_api_guard *g, enum jk_az_action act,
                           const char *type, struct jk_search_opts *o);
-/* Appends the request's audit records inside a write's transaction on c (status: the
- * response's), so that the on_ready hook has nothing left to do. */
-jk_rc jk_api_audit_append(jk_conn *c, struct jk_http_req *rq, int status);
 /* The hooks that make a write decide and record itself inside its transaction, in h
  * (storage living as long as the write), or NULL when security is off; and, when the write's
  * transaction failed, jk_api_write_failed lets on_ready record the failure. */

@@ -257,7 +257,8 @@ static jk_rc outcome_of(int status)
                            : JK_EINTERNAL;
 }
 
-jk_rc jk_api_audit_append(jk_conn *c, struct jk_http_req *rq, int status)
+/* Appends the request's audit records on c (status: the response's). */
+static jk_rc audit_append(jk_conn *c, struct jk_http_req *rq, int status)
 {
     struct jk_api_guard *g = rq->ctx;
     const struct jk_audit *au = jk_api_app(rq)->audit;
@@ -276,7 +277,7 @@ jk_rc jk_api_audit_append(jk_conn *c, struct jk_http_req *rq, int status)
 static jk_rc audit_tx(jk_conn *c, void *arg)
 {
     struct jk_http_req *rq = arg;
-    return jk_api_audit_append(c, rq, ((struct jk_api_guard *)rq->ctx)->status);
+    return audit_append(c, rq, ((struct jk_api_guard *)rq->ctx)->status);
 }
 
 static void audit_done(void *arg, jk_rc rc)

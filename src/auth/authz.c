@@ -411,16 +411,6 @@ void jk_authz_touch(const char *type)
     __atomic_add_fetch(&generation, 1, __ATOMIC_ACQ_REL);
 }
 
-void jk_authz_cache_clear(void)
-{
-    pthread_mutex_lock(&cache_lock);
-    for (size_t i = 0; i < CACHE_SLOTS; i++) {
-        jk_authz_release(cache[i]);
-        cache[i] = NULL;
-    }
-    pthread_mutex_unlock(&cache_lock);
-}
-
 jk_rc jk_authz_get(jk_conn *c, const struct jk_security_rules *r, const struct jk_principal *p,
                    int64_t now_ms, struct jk_authz **out)
 {
@@ -456,11 +446,6 @@ jk_rc jk_authz_get(jk_conn *c, const struct jk_security_rules *r, const struct j
     }
     *out = az;
     return JK_OK;
-}
-
-const struct jk_principal *jk_authz_principal(const struct jk_authz *az)
-{
-    return &az->p;
 }
 
 /* ---- the decision ---- */

@@ -55,9 +55,6 @@ void jk_authz_release(struct jk_authz *az);
  * again. type NULL: any type (a transaction). */
 void jk_authz_touch(const char *type);
 
-/* Forgets every cached view (tests, shutdown). */
-void jk_authz_cache_clear(void);
-
 /* The scope of az for act on type. is_break_glass: a valid break-glass reason was given. */
 void jk_authz_scope(const struct jk_authz *az, enum jk_az_action act, const char *type,
                     int is_break_glass, struct jk_az_scope *out);
@@ -75,9 +72,6 @@ jk_rc jk_authz_facts(jk_conn *c, struct jk_arena *a, const char *type, const cha
 
 /* Whether type's records are about patients (Patient, or in the Patient compartment). */
 int jk_authz_is_patient_data(const char *type);
-
-/* The principal of az. */
-const struct jk_principal *jk_authz_principal(const struct jk_authz *az);
 
 /* Records the organisation that holds type/id (on create), inside the write's transaction.
  * Keeps an existing holder. */
