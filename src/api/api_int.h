@@ -45,6 +45,7 @@ struct jk_api_guard {
     size_t n_recs;
     int is_recorded; /* appended inside the action's own transaction already */
     int is_bundle;   /* a transaction or batch: one record per write, and one for it all */
+    int is_written;  /* a write reached its commit: cached views are stale after it */
     const char *write_patient, *new_patient; /* the patient of the write being decided */
     int status;                              /* the response status, for the records' outcome */
     jk_rc audit_rc;

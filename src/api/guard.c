@@ -305,6 +305,7 @@ jk_rc jk_api_on_ready(struct jk_http_req *rq)
 {
     struct jk_api_guard *g = rq->ctx;
     struct jk_app *app = jk_api_app(rq);
+    if (g && g->is_written) jk_authz_touch(); /* committed by now (or rolled back: harmless) */
     if (!g || g->is_off || g->is_recorded || !g->n_recs || !app->audit) return JK_OK;
     g->status = jk_http_status(rq);
     jk_http_defer(rq, audit_finish);
@@ -352,7 +353,7 @@ static jk_rc write_after(jk_conn *c, void *arg, const struct jk_fhir_write *w)
     jk_rc rc = JK_OK;
     if (g->is_off) return JK_OK;
     if (w->status == 201 && g->p.org[0]) rc = jk_authz_set_holder(c, w->type, w->out.id, g->p.org);
-    jk_authz_touch(w->type);
+    g->is_written = 1; /* on_ready, after the commit, makes cached views be made again */
     if (rc || !au) return rc;
     struct jk_audit_rec r = g->recs[0];
     r.action = w->status == 200 && w->kind == JK_FHIR_CREATE ? "read"

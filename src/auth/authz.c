@@ -405,9 +405,8 @@ static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct jk_authz *cache[CACHE_SLOTS];
 static uint64_t generation = 1;
 
-void jk_authz_touch(const char *type)
+void jk_authz_touch(void)
 {
-    (void)type; /* every write counts: simple, and writes are rarer than reads */
     __atomic_add_fetch(&generation, 1, __ATOMIC_ACQ_REL);
 }
 

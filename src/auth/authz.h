@@ -51,9 +51,10 @@ jk_rc jk_authz_get(jk_conn *c, const struct jk_security_rules *r, const struct j
                    int64_t now_ms, struct jk_authz **out);
 void jk_authz_release(struct jk_authz *az);
 
-/* Tells the cache that a write of type has committed: views that may depend on it are made
- * again. type NULL: any type (a transaction). */
-void jk_authz_touch(const char *type);
+/* Tells the cache that a write has committed: every cached view is made again (any
+ * write may change a relationship, a consent or a guardianship; writes are rarer than
+ * reads). */
+void jk_authz_touch(void);
 
 /* The scope of az for act on type. is_break_glass: a valid break-glass reason was given. */
 void jk_authz_scope(const struct jk_authz *az, enum jk_az_action act, const char *type,
