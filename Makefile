@@ -1,7 +1,7 @@
 # Jiankang build. `make run` starts a demo platform; `make test` runs every test.
 .SUFFIXES:
 
-PKGS     := libmicrohttpd json-c sqlite3 libpq openssl libsodium
+PKGS     := libmicrohttpd json-c sqlite3 libpq openssl libsodium icu-uc icu-i18n opencc libqrencode
 VERSION  := 0.1.0
 CC       := cc
 WARN     := -std=c11 -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \

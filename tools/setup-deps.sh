@@ -3,8 +3,8 @@
 # Usage: tools/setup-deps.sh build|test|check|bench
 set -eu
 
-build="pkg-config gcc make libmicrohttpd-dev libjson-c-dev libsqlite3-dev libpq-dev libssl-dev libsodium-dev"
-test_pkgs="$build libcmocka-dev python3 postgresql-15 npm"
+build="pkg-config gcc make libmicrohttpd-dev libjson-c-dev libsqlite3-dev libpq-dev libssl-dev libsodium-dev libicu-dev libopencc-dev libqrencode-dev"
+test_pkgs="$build libcmocka-dev python3 postgresql-15 npm chromium"
 check="$build clang-format cppcheck python3 npm"
 bench="$build wrk python3 curl"
 

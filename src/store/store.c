@@ -149,6 +149,28 @@ static const char *const migrations[] = {
     "CREATE TABLE res_owner (type TEXT NOT NULL, id TEXT NOT NULL, org TEXT NOT NULL,"
     " PRIMARY KEY (type, id));"
     "CREATE INDEX res_owner_org ON res_owner (org, type);",
+
+    /* 7: the master patient index: golden persons, each Patient's link to one with the
+     * features it is matched on, the review queue and the history of every change
+     * (docs/internals/mpi.md) */
+    "CREATE TABLE mpi_person (id TEXT PRIMARY KEY, status TEXT NOT NULL, merged_into TEXT,"
+    " created_ms BIGINT NOT NULL, updated_ms BIGINT NOT NULL);"
+    "CREATE TABLE mpi_record (patient_id TEXT PRIMARY KEY, person_id TEXT NOT NULL,"
+    " state TEXT NOT NULL, how TEXT NOT NULL, score DOUBLE PRECISION, id_key TEXT,"
+    " han TEXT, pinyin TEXT, birth TEXT, sex TEXT, phone_key TEXT, region TEXT,"
+    " block1 TEXT, block2 TEXT, block3 TEXT, updated_ms BIGINT NOT NULL);"
+    "CREATE INDEX mpi_record_person ON mpi_record (person_id);"
+    "CREATE INDEX mpi_record_id ON mpi_record (id_key);"
+    "CREATE INDEX mpi_record_block1 ON mpi_record (block1);"
+    "CREATE INDEX mpi_record_block2 ON mpi_record (block2);"
+    "CREATE INDEX mpi_record_block3 ON mpi_record (block3);"
+    "CREATE TABLE mpi_review (patient_id TEXT NOT NULL, person_id TEXT NOT NULL,"
+    " score DOUBLE PRECISION NOT NULL, status TEXT NOT NULL, created_ms BIGINT NOT NULL,"
+    " decided_ms BIGINT, decided_by TEXT, PRIMARY KEY (patient_id, person_id));"
+    "CREATE INDEX mpi_review_status ON mpi_review (status, created_ms);"
+    "CREATE TABLE mpi_history (seq @SERIAL_PK@, at_ms BIGINT NOT NULL, actor TEXT NOT NULL,"
+    " action TEXT NOT NULL, patient_id TEXT, person_id TEXT, from_person TEXT, detail TEXT);"
+    "CREATE INDEX mpi_history_person ON mpi_history (person_id, seq);",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
