@@ -65,6 +65,11 @@ build/fuzz/fuzz_%: fuzz/fuzz_%.c $(LIB_SRC)
 	@mkdir -p $(@D)
 	clang -g -O1 -fsanitize=fuzzer,address,undefined $(CPPFLAGS) $(DEPCFLAGS) -o $@ $^ $(DEPLIBS)
 
+# The person index benchmark's population generator (bench/match.sh).
+build/bench/mpi_gen: bench/mpi_gen.c tests/mpi_population.c $(OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(OPT) $(CPPFLAGS) $(DEPCFLAGS) -Itests -o $@ $^ $(DEPLIBS)
+
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
