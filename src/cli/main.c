@@ -22,6 +22,7 @@
 #include "core/time.h"
 #include "fhir/rest.h"
 #include "fhir/validate.h"
+#include "mpi/idnum.h"
 
 static const char usage_main[] =
     "usage: jiankang COMMAND [OPTIONS]\n"
@@ -191,7 +192,8 @@ static int cmd_demo(struct cli *cli)
         return 1;
     }
     char perr[JK_PROTECT_ERR];
-    if (jk_protect_start(cli->cfg.keys, perr, sizeof perr)) { /* identity numbers are sealed */
+    if (jk_protect_start(cli->cfg.keys, perr, sizeof perr) || /* identity numbers are sealed */
+        jk_idnum_init(NULL, perr, sizeof perr)) {                 /* and checked */
         fprintf(stderr, "jiankang: %s\n", perr);
         json_object_put(bundle);
         return 1;
@@ -265,7 +267,8 @@ static int cmd_serve(struct cli *cli)
     signal(SIGPIPE, SIG_IGN);
 
     char perr[JK_PROTECT_ERR];
-    if (jk_protect_start(cfg->keys, perr, sizeof perr)) { /* identity numbers are sealed */
+    if (jk_protect_start(cfg->keys, perr, sizeof perr) || /* identity numbers are sealed */
+        jk_idnum_init(NULL, perr, sizeof perr)) {         /* and checked */
         fprintf(stderr, "jiankang: %s\n", perr);
         return 1;
     }
