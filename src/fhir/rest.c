@@ -149,7 +149,8 @@ static void check_identifier(struct jk_fhir_write *w, struct json_object *ident,
         return; /* not a document, no value (validation says so), or a marker (seal refuses) */
     char expr[96];
     snprintf(expr, sizeof expr, "%s.identifier[%zu].value", w->type, i);
-    jk_rc rc = jk_idnum_check(t, value, NULL, w->now_ms, &doc, &e);
+    /* a writer that left now_ms unset (0) means now: a birth date is checked against today */
+    jk_rc rc = jk_idnum_check(t, value, NULL, w->now_ms ? w->now_ms : jk_time_now_ms(), &doc, &e);
     if (rc) {
         f->n_bad++;
         if (rc == JK_EINVAL)

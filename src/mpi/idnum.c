@@ -238,10 +238,32 @@ static long ymd_of_days(int64_t z)
     return (long)((y + (m <= 2)) * 10000 + m * 100 + d);
 }
 
-static long today_cst(int64_t now_ms)
+/* The day count since 1970-01-01 of a civil date. */
+static int64_t days_of_ymd(int y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400, mp = m > 2 ? m - 3 : m + 9;
+    int64_t doy = (153 * mp + 2) / 5 + d - 1, doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static int64_t today_days_cst(int64_t now_ms)
 {
     int64_t t = now_ms + CST_OFFSET_MS;
-    return ymd_of_days(t >= 0 ? t / MS_PER_DAY : (t - MS_PER_DAY + 1) / MS_PER_DAY);
+    return t >= 0 ? t / MS_PER_DAY : (t - MS_PER_DAY + 1) / MS_PER_DAY;
+}
+
+static long today_cst(int64_t now_ms)
+{
+    return ymd_of_days(today_days_cst(now_ms));
+}
+
+static int all_digits(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isdigit((unsigned char)s[i])) return 0;
+    return 1;
 }
 
 static int digits_at(const char *s, int n)
@@ -274,6 +296,38 @@ static jk_rc birth_of(const char *s, int64_t now_ms, struct jk_idnum *out, struc
     return JK_OK;
 }
 
+jk_rc jk_idnum_birth_date(const char *iso, int64_t now_ms, long *age_days,
+                          struct jk_idnum_err *e)
+{
+    char d8[9];
+    memset(e, 0, sizeof *e);
+    if (!iso || strlen(iso) != 10 || iso[4] != '-' || iso[7] != '-' ||
+        !all_digits(iso, 4) || !all_digits(iso + 5, 2) || !all_digits(iso + 8, 2))
+        return FAIL0(e, "idnum.birth_date_format", "出生日期应写作 YYYY-MM-DD",
+                     "the birth date is written YYYY-MM-DD");
+    memcpy(d8, iso, 4);
+    memcpy(d8 + 4, iso + 5, 2);
+    memcpy(d8 + 6, iso + 8, 2);
+    d8[8] = '\0';
+    struct jk_idnum scratch;
+    jk_rc rc = birth_of(d8, now_ms, &scratch, e);
+    if (rc) {
+        /* the same words, about the date given rather than the one in a number */
+        if (!strcmp(e->code, "idnum.birth_date"))
+            (void)FAIL(e, e->code, "出生日期 %s 不是真实的日期", "the birth date %s is not a real date",
+                 iso);
+        else if (!strcmp(e->code, "idnum.birth_date_future"))
+            (void)FAIL(e, e->code, "出生日期 %s 晚于今天", "the birth date %s is after today", iso);
+        else
+            (void)FAIL(e, e->code, "出生日期 %s 早于 1900 年", "the birth date %s is before 1900", iso);
+        return rc;
+    }
+    if (age_days)
+        *age_days = (long)(today_days_cst(now_ms) -
+                           days_of_ymd(digits_at(d8, 4), digits_at(d8 + 4, 2), digits_at(d8 + 6, 2)));
+    return JK_OK;
+}
+
 /* ---- GB 11643 ---- */
 
 char jk_idnum_check_char(const char *d)
@@ -284,13 +338,6 @@ char jk_idnum_check_char(const char *d)
     for (int i = 0; i < 17; i++)
         s += (d[i] - '0') * w[i];
     return map[s % 11];
-}
-
-static int all_digits(const char *s, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!isdigit((unsigned char)s[i])) return 0;
-    return 1;
 }
 
 /* 17 digits and a digit or X. */

@@ -71,6 +71,12 @@ jk_rc jk_idnum_check(enum jk_idnum_type t, const char *number, const char *count
 /* The GB 11643 check character of the 17 digits d ('0'..'9' or 'X'). */
 char jk_idnum_check_char(const char *d);
 
+/* Checks a birth date given as YYYY-MM-DD: a real date, not before 1900, not after the day of
+ * now_ms in China; *age_days (may be NULL) is how many days ago it was. JK_EINVAL with *err
+ * ("idnum.birth_date", "idnum.birth_date_future", ...) otherwise. */
+jk_rc jk_idnum_birth_date(const char *iso, int64_t now_ms, long *age_days,
+                          struct jk_idnum_err *err);
+
 /* Fills err as a disagreement between a document and a given birth date ("idnum.birth_date
  * _mismatch": what appears in the number) or sex ("idnum.sex_mismatch"). */
 void jk_idnum_err_birth_mismatch(struct jk_idnum_err *err, const char *given, const char *in_id);
