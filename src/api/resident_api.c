@@ -225,7 +225,8 @@ static jk_rc parse_body(struct jk_http_req *rq, struct json_object **out)
 {
     const char *ct = jk_http_header(rq, "Content-Type");
     *out = NULL;
-    if (ct && strncasecmp(ct, "application/json", 16) && strncasecmp(ct, "application/fhir+json", 21))
+    if (ct && strncasecmp(ct, "application/json", 16) &&
+        strncasecmp(ct, "application/fhir+json", 21))
         return jk_diag_add(&rq->diag, JK_EMEDIA, "not-supported", NULL,
                            "Content-Type '%s' is not supported; send application/json", ct);
     jk_rc rc = jk_json_parse(rq->body ? rq->body : "", rq->body ? rq->body_len : 0,
@@ -392,7 +393,9 @@ static void fill_message(const struct reg_rules *r, const char *code, char *out,
     size_t k = 0;
     snprintf(minutes, sizeof minutes, "%d", (r->ttl_s + 59) / 60);
     for (const char *p = r->message; *p && k + 1 < outlen;) {
-        const char *v = !strncmp(p, "{code}", 6) ? code : !strncmp(p, "{minutes}", 9) ? minutes : NULL;
+        const char *v = !strncmp(p, "{code}", 6)      ? code
+                        : !strncmp(p, "{minutes}", 9) ? minutes
+                                                      : NULL;
         if (v) {
             size_t n = strlen(v);
             if (k + n >= outlen) break;
@@ -462,8 +465,8 @@ jk_rc jk_api_register_code(struct jk_http_req *rq)
     json_object_put(body);
     if (!job) return JK_ENOMEM;
     if (!is_phone) return refuse_phone(rq);
-    int wait = jk_api_rate_take(rq, "register-code/address", jk_http_client_addr(rq),
-                                &r->rate_code_addr);
+    int wait =
+        jk_api_rate_take(rq, "register-code/address", jk_http_client_addr(rq), &r->rate_code_addr);
     if (!wait && (rc = keyed_hex("phone", job->phone, job->phone_key))) return rc;
     if (!wait)
         wait = jk_api_rate_take(rq, "register-code/phone", job->phone_key, &r->rate_code_phone);
@@ -531,9 +534,12 @@ static jk_rc reg_check_code(jk_conn *c, struct reg_job *job, int *is_ok)
     *is_ok = 0;
     jk_rc rc = code_get(c, job->phone_key, &p, &is_found);
     if (rc) return rc;
-    if (!is_found) job->outcome = REG_NO_CODE;
-    else if (p.attempts >= job->r->max_attempts) job->outcome = REG_CODE_SPENT;
-    else if (p.expires_ms <= job->now_ms) job->outcome = REG_CODE_EXPIRED;
+    if (!is_found)
+        job->outcome = REG_NO_CODE;
+    else if (p.attempts >= job->r->max_attempts)
+        job->outcome = REG_CODE_SPENT;
+    else if (p.expires_ms <= job->now_ms)
+        job->outcome = REG_CODE_EXPIRED;
     else if (strlen(p.hash) != strlen(job->code_hash) ||
              !jk_crypto_equal(p.hash, job->code_hash, strlen(p.hash))) {
         job->outcome = p.attempts + 1 >= job->r->max_attempts ? REG_CODE_SPENT : REG_CODE_WRONG;
@@ -543,9 +549,10 @@ static jk_rc reg_check_code(jk_conn *c, struct reg_job *job, int *is_ok)
         *is_ok = 1;
         return JK_OK;
     }
-    static const char *const details[] = {
-        [REG_NO_CODE] = "no_code", [REG_CODE_EXPIRED] = "code_expired",
-        [REG_CODE_WRONG] = "code_wrong", [REG_CODE_SPENT] = "code_attempts"};
+    static const char *const details[] = {[REG_NO_CODE] = "no_code",
+                                          [REG_CODE_EXPIRED] = "code_expired",
+                                          [REG_CODE_WRONG] = "code_wrong",
+                                          [REG_CODE_SPENT] = "code_attempts"};
     return audit_reg(job, c, NULL, NULL, JK_EUNAUTH, details[job->outcome]);
 }
 
@@ -639,8 +646,8 @@ static jk_rc reg_finish(struct jk_http_req *rq)
         return refuse(rq, JK_EINVAL, "code", "registration.code_attempts",
                       "验证码错误次数过多，请重新获取", "too many wrong codes: ask for a new one");
     case REG_USERNAME_TAKEN:
-        return refuse(rq, JK_ECONFLICT, "username", "registration.username_taken",
-                      "用户名已被使用", "the user name is taken");
+        return refuse(rq, JK_ECONFLICT, "username", "registration.username_taken", "用户名已被使用",
+                      "the user name is taken");
     case REG_DUPLICATE:
         return refuse(rq, JK_ECONFLICT, "document.number", "registration.duplicate",
                       "该证件号码已注册", "a resident is registered with this document already");
@@ -679,7 +686,7 @@ static int sex_of(const char *s)
 static int check_person(struct jk_http_req *rq, const struct jk_idnum *doc, int sex,
                         const char *birth, int64_t now_ms, char out_sex[2], char out_birth[11])
 {
-    struct jk_idnum_err e;
+    struct jk_idnum_err e = {0};
     int n_bad = 0;
     if (sex < 0 || (!sex && !doc->sex)) {
         n_bad++;
@@ -749,7 +756,7 @@ static int check_document(struct jk_http_req *rq, struct json_object *body, int6
                           struct jk_idnum *doc, const char **system)
 {
     struct json_object *d = NULL;
-    struct jk_idnum_err e;
+    struct jk_idnum_err e = {0};
     enum jk_idnum_type t;
     json_object_object_get_ex(body, "document", &d);
     if (!d || !json_object_is_type(d, json_type_object)) {
@@ -796,8 +803,8 @@ jk_rc jk_api_register(struct jk_http_req *rq)
         json_object_put(body);
         return JK_ENOMEM;
     }
-    int wait = jk_api_rate_take(rq, "register/address", jk_http_client_addr(rq),
-                                &r->rate_register_addr);
+    int wait =
+        jk_api_rate_take(rq, "register/address", jk_http_client_addr(rq), &r->rate_register_addr);
     if (wait) {
         json_object_put(body);
         return throttled(rq, wait);
@@ -833,9 +840,9 @@ jk_rc jk_api_register(struct jk_http_req *rq)
                         "the user name is 1 to 64 of a-z 0-9 . _ - @, starting with a letter or "
                         "digit") != JK_OK;
     else if (!password || jk_password_check(sec, job->username, password, msg, sizeof msg))
-        n_bad += jk_diag_add(&rq->diag, JK_EINVAL, "value", "password", "%s",
-                             password ? msg : "registration.password: the password is needed") !=
-                 JK_OK;
+        n_bad +=
+            jk_diag_add(&rq->diag, JK_EINVAL, "value", "password", "%s",
+                        password ? msg : "registration.password: the password is needed") != JK_OK;
     if (n_bad) {
         json_object_put(body);
         return JK_EINVAL;
@@ -924,9 +931,9 @@ static jk_rc newborn_finish(struct jk_http_req *rq)
     struct json_object *o = json_object_new_object();
     json_object_object_add(
         o, "patient", json_object_new_string(jk_arena_printf(rq->arena, "Patient/%s", job->child)));
-    json_object_object_add(o, "relatedPerson",
-                           json_object_new_string(jk_arena_printf(
-                               rq->arena, "RelatedPerson/%s", job->w[1].out.id)));
+    json_object_object_add(
+        o, "relatedPerson",
+        json_object_new_string(jk_arena_printf(rq->arena, "RelatedPerson/%s", job->w[1].out.id)));
     return send_obj(rq, 201, o);
 }
 
@@ -950,8 +957,9 @@ static jk_rc guardian_linked(struct jk_http_req *rq, const char *guardian, const
         json_object_put(ref);
         return rc ? rc : JK_EINTERNAL;
     }
-    json_object_object_add(ref, "reference",
-                           json_object_new_string(jk_arena_printf(rq->arena, "RelatedPerson/%s", rp)));
+    json_object_object_add(
+        ref, "reference",
+        json_object_new_string(jk_arena_printf(rq->arena, "RelatedPerson/%s", rp)));
     json_object_object_add(l, "other", ref);
     json_object_object_add(l, "type", json_object_new_string("seealso"));
     if (!json_object_object_get_ex(p, "link", &links) ||
@@ -1020,7 +1028,7 @@ jk_rc jk_api_register_newborn(struct jk_http_req *rq)
     if ((rc = parse_body(rq, &body))) return rc;
     const char *name = jk_json_str(body, "name"), *sex = jk_json_str(body, "sex");
     const char *birth = jk_json_str(body, "birthDate");
-    struct jk_idnum_err e;
+    struct jk_idnum_err e = {0};
     long age = 0;
     int n_bad = 0;
     int64_t now = jk_time_now_ms();
@@ -1032,13 +1040,12 @@ jk_rc jk_api_register_newborn(struct jk_http_req *rq)
         n_bad += refuse_idnum(rq, "birthDate", &e) != JK_OK;
     } else if (age > r->newborn_max_days) {
         char zh[160], en[160];
-        snprintf(zh, sizeof zh, "出生超过 %d 天的儿童请用其公民身份号码注册",
-                 r->newborn_max_days);
+        snprintf(zh, sizeof zh, "出生超过 %d 天的儿童请用其公民身份号码注册", r->newborn_max_days);
         snprintf(en, sizeof en,
                  "a child more than %d days old is registered with its citizen ID number",
                  r->newborn_max_days);
-        n_bad += refuse(rq, JK_EINVAL, "birthDate", "registration.newborn.max_age_days", zh,
-                        en) != JK_OK;
+        n_bad += refuse(rq, JK_EINVAL, "birthDate", "registration.newborn.max_age_days", zh, en) !=
+                 JK_OK;
     }
     struct newborn_job *job = n_bad ? NULL : jk_arena_zalloc(rq->arena, sizeof *job);
     if (!n_bad && job) {

@@ -286,9 +286,8 @@ static jk_rc rules_check(struct json_object *root, const char *path, struct rule
                                  code);
         if ((rc = jk_rules_rule(rule, path, code, ptr, sizeof ptr, &v, err, errlen))) return rc;
         if ((rc = rule_value(kind, v, path, ptr, r, err, errlen))) return rc;
-        if (kind == R_SYSTEM &&
-            !(r->system_names[r->n_systems - 1] =
-                  jk_arena_strdup(r->arena, family_name(code, "identity.system.", 0))))
+        if (kind == R_SYSTEM && !(r->system_names[r->n_systems - 1] = jk_arena_strdup(
+                                      r->arena, family_name(code, "identity.system.", 0))))
             return JK_ENOMEM;
     }
     for (size_t i = 0; i < N_FIXED; i++) {

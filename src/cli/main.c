@@ -194,7 +194,7 @@ static int cmd_demo(struct cli *cli)
     }
     char perr[JK_PROTECT_ERR];
     if (jk_protect_start(cli->cfg.keys, perr, sizeof perr) || /* identity numbers are sealed */
-        jk_idnum_init(NULL, perr, sizeof perr)) {                 /* and checked */
+        jk_idnum_init(NULL, perr, sizeof perr)) {             /* and checked */
         fprintf(stderr, "jiankang: %s\n", perr);
         json_object_put(bundle);
         return 1;

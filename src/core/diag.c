@@ -75,7 +75,8 @@ int jk_diag_prefers_en(const char *accept_language)
         const char *end = strchr(p, ',');
         size_t len = end ? (size_t)(end - p) : strlen(p);
         double w = range_weight(p, len);
-        if (len >= 2 && tolower((unsigned char)p[0]) == 'e' && tolower((unsigned char)p[1]) == 'n' &&
+        if (len >= 2 && tolower((unsigned char)p[0]) == 'e' &&
+            tolower((unsigned char)p[1]) == 'n' &&
             (len == 2 || p[2] == '-' || p[2] == ';' || p[2] == ' ')) {
             if (w > en) en = w;
         } else if (len >= 2 && tolower((unsigned char)p[0]) == 'z' &&

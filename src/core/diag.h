@@ -23,8 +23,8 @@ struct jk_diag {
     struct jk_issue *head, *tail;
     size_t n_issues;
     size_t max_issues; /* later issues are counted but not kept (0 = 100) */
-    int is_en; /* messages written in two languages are given in English (the request's
-                * Accept-Language prefers it), else in Simplified Chinese */
+    int is_en;         /* messages written in two languages are given in English (the request's
+                        * Accept-Language prefers it), else in Simplified Chinese */
 };
 
 /* Starts an empty list whose issues live in arena. */

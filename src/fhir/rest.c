@@ -142,7 +142,7 @@ static void check_identifier(struct jk_fhir_write *w, struct json_object *ident,
 {
     enum jk_idnum_type t;
     struct jk_idnum doc;
-    struct jk_idnum_err e;
+    struct jk_idnum_err e = {0};
     const char *name = jk_protect_system_name(jk_json_str(ident, "system"));
     const char *value = jk_json_str(ident, "value");
     if (!name || !value || !jk_idnum_type_by_name(name, &t) || !strncmp(value, "jkenc:", 6))
@@ -184,18 +184,21 @@ static jk_rc check_documents(struct jk_fhir_write *w)
         if (json_object_is_type(ident, json_type_object)) check_identifier(w, ident, i, &f);
     }
     if (f.n_bad) return jk_diag_rc(w->diag);
-    struct jk_idnum_err e;
+    struct jk_idnum_err e = {0};
     char expr[64];
     const char *birth = jk_json_str(w->res, "birthDate");
     if (f.birth[0] && !json_object_object_get_ex(w->res, "birthDate", &v)) {
         json_object_object_add(w->res, "birthDate", json_object_new_string(f.birth));
-    } else if (f.birth[0] && birth && strncmp(birth, f.birth, strlen(birth) < 10 ? strlen(birth) : 10)) {
+    } else if (f.birth[0] && birth &&
+               strncmp(birth, f.birth, strlen(birth) < 10 ? strlen(birth) : 10)) {
         jk_idnum_err_birth_mismatch(&e, birth, f.birth);
         snprintf(expr, sizeof expr, "%s.birthDate", w->type);
         return doc_issue(w->diag, expr, &e);
     }
     const char *gender = jk_json_str(w->res, "gender");
-    char given = gender && !strcmp(gender, "male") ? 'M' : gender && !strcmp(gender, "female") ? 'F' : 0;
+    char given = gender && !strcmp(gender, "male")     ? 'M'
+                 : gender && !strcmp(gender, "female") ? 'F'
+                                                       : 0;
     if (f.sex && !json_object_object_get_ex(w->res, "gender", &v)) {
         json_object_object_add(w->res, "gender",
                                json_object_new_string(f.sex == 'M' ? "male" : "female"));

@@ -12,11 +12,11 @@
 
 #include "core/rules.h"
 
-#define MAX_REGIONS  8192
-#define MAX_INPUT    64
+#define MAX_REGIONS   8192
+#define MAX_INPUT     64
 #define CST_OFFSET_MS (8LL * 3600 * 1000) /* China Standard Time, UTC+8, no summer time */
-#define MS_PER_DAY   86400000LL
-#define FIRST_YEAR   1900 /* no birth date before this is believed */
+#define MS_PER_DAY    86400000LL
+#define FIRST_YEAR    1900 /* no birth date before this is believed */
 
 static const struct {
     const char *name, *label;
@@ -200,7 +200,7 @@ static int table_ready(void)
 void jk_idnum_err_birth_mismatch(struct jk_idnum_err *e, const char *given, const char *in_id)
 {
     (void)FAIL(e, "idnum.birth_date_mismatch", "出生日期 %s 与证件号码中的出生日期 %s 不一致",
-         "the birth date %s differs from the one in the document number (%s)", given, in_id);
+               "the birth date %s differs from the one in the document number (%s)", given, in_id);
 }
 
 void jk_idnum_err_sex_mismatch(struct jk_idnum_err *e, char given, char in_id)
@@ -296,13 +296,12 @@ static jk_rc birth_of(const char *s, int64_t now_ms, struct jk_idnum *out, struc
     return JK_OK;
 }
 
-jk_rc jk_idnum_birth_date(const char *iso, int64_t now_ms, long *age_days,
-                          struct jk_idnum_err *e)
+jk_rc jk_idnum_birth_date(const char *iso, int64_t now_ms, long *age_days, struct jk_idnum_err *e)
 {
     char d8[9];
     memset(e, 0, sizeof *e);
-    if (!iso || strlen(iso) != 10 || iso[4] != '-' || iso[7] != '-' ||
-        !all_digits(iso, 4) || !all_digits(iso + 5, 2) || !all_digits(iso + 8, 2))
+    if (!iso || strlen(iso) != 10 || iso[4] != '-' || iso[7] != '-' || !all_digits(iso, 4) ||
+        !all_digits(iso + 5, 2) || !all_digits(iso + 8, 2))
         return FAIL0(e, "idnum.birth_date_format", "出生日期应写作 YYYY-MM-DD",
                      "the birth date is written YYYY-MM-DD");
     memcpy(d8, iso, 4);
@@ -314,17 +313,19 @@ jk_rc jk_idnum_birth_date(const char *iso, int64_t now_ms, long *age_days,
     if (rc) {
         /* the same words, about the date given rather than the one in a number */
         if (!strcmp(e->code, "idnum.birth_date"))
-            (void)FAIL(e, e->code, "出生日期 %s 不是真实的日期", "the birth date %s is not a real date",
-                 iso);
+            (void)FAIL(e, e->code, "出生日期 %s 不是真实的日期",
+                       "the birth date %s is not a real date", iso);
         else if (!strcmp(e->code, "idnum.birth_date_future"))
             (void)FAIL(e, e->code, "出生日期 %s 晚于今天", "the birth date %s is after today", iso);
         else
-            (void)FAIL(e, e->code, "出生日期 %s 早于 1900 年", "the birth date %s is before 1900", iso);
+            (void)FAIL(e, e->code, "出生日期 %s 早于 1900 年", "the birth date %s is before 1900",
+                       iso);
         return rc;
     }
     if (age_days)
-        *age_days = (long)(today_days_cst(now_ms) -
-                           days_of_ymd(digits_at(d8, 4), digits_at(d8 + 4, 2), digits_at(d8 + 6, 2)));
+        *age_days =
+            (long)(today_days_cst(now_ms) -
+                   days_of_ymd(digits_at(d8, 4), digits_at(d8 + 4, 2), digits_at(d8 + 6, 2)));
     return JK_OK;
 }
 
@@ -502,8 +503,8 @@ static jk_rc check_tw(const char *n, size_t len, struct jk_idnum_err *e)
                  "a Taiwan travel permit number is 8 digits");
 }
 
-jk_rc jk_idnum_check(enum jk_idnum_type t, const char *number, const char *country,
-                     int64_t now_ms, struct jk_idnum *out, struct jk_idnum_err *err)
+jk_rc jk_idnum_check(enum jk_idnum_type t, const char *number, const char *country, int64_t now_ms,
+                     struct jk_idnum *out, struct jk_idnum_err *err)
 {
     memset(out, 0, sizeof *out);
     memset(err, 0, sizeof *err);

@@ -65,8 +65,8 @@ jk_rc jk_idnum_init(const char *path, char *err, size_t errlen);
  * country (ISO 3166-1 alpha-3, either case), or NULL when not known (then not checked).
  * JK_EINVAL with *err filled when it is not valid; JK_EINTERNAL when the regions table could
  * not be read. */
-jk_rc jk_idnum_check(enum jk_idnum_type t, const char *number, const char *country,
-                     int64_t now_ms, struct jk_idnum *out, struct jk_idnum_err *err);
+jk_rc jk_idnum_check(enum jk_idnum_type t, const char *number, const char *country, int64_t now_ms,
+                     struct jk_idnum *out, struct jk_idnum_err *err);
 
 /* The GB 11643 check character of the 17 digits d ('0'..'9' or 'X'). */
 char jk_idnum_check_char(const char *d);
