@@ -27,6 +27,9 @@ jk_rc jk_sms_init(const char *name, char *err, size_t errlen)
     for (size_t i = 0; i < sizeof adapters / sizeof adapters[0]; i++)
         if (!strcmp(adapters[i].name, name)) {
             current = &adapters[i];
+            if (current->send == log_send)
+                jk_log_warn("sms", "sms = log: registration codes are written to this log "
+                                   "(development only; set sms to a gateway adapter)");
             return JK_OK;
         }
     snprintf(err, errlen, "sms: unknown adapter '%.32s' (known: log)", name);
