@@ -62,6 +62,7 @@ static const struct action {
     {"refused", "E", ET_ALERT, SUB_LOCAL, "refused", "access refused"},
     {"break-glass", "E", ET_ALERT, SUB_LOCAL, "break-glass", "emergency access"},
     {"account", "U", ET_ALERT, SUB_DCM, "110137", "User Security Attributes Changed"},
+    {"register", "C", ET_AUTH, SUB_LOCAL, "register", "real-name registration"},
     {"mpi-link", "U", ET_REST, SUB_LOCAL, "mpi-link", "person index: link"},
     {"mpi-unlink", "U", ET_REST, SUB_LOCAL, "mpi-unlink", "person index: unlink"},
     {"mpi-review", "U", ET_REST, SUB_LOCAL, "mpi-review", "person index: review decided"},

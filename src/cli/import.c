@@ -28,6 +28,7 @@
 #include "fhir/rest.h"
 #include "fhir/search.h"
 #include "fhir/validate.h"
+#include "mpi/idnum.h"
 #include "store/resource.h"
 #include "store/store.h"
 
@@ -1480,6 +1481,7 @@ static int open_db(struct imp *im)
 {
     char err[JK_PROTECT_ERR];
     if (jk_protect_start(im->cfg->keys, err, sizeof err) || /* identity numbers are sealed */
+        jk_idnum_init(NULL, err, sizeof err) ||             /* and checked */
         jk_mpi_start(err, sizeof err)) {                    /* and Patients linked to persons */
         fprintf(stderr, "jiankang: %s\n", err);
         return -1;
