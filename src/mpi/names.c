@@ -2,92 +2,137 @@
  * (OpenCC t2s), Han to toneless pinyin syllables (ICU Han-Latin/Names), Latin spellings
  * lower-cased without diacritics (docs/internals/mpi.md, "Matching"). */
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <opencc/opencc.h>
 #include <unicode/uchar.h>
 #include <unicode/uscript.h>
 #include <unicode/ustring.h>
+#include <unicode/utf16.h>
 #include <unicode/utf8.h>
 #include <unicode/utrans.h>
 
 #include "mpi/match.h"
 
-/* Fullwidth letters become ASCII, Han becomes pinyin with the readings of surnames for the
- * first character (单 shan, 曾 zeng, 解 xie), Latin loses its diacritics (Zhāng, Müller). */
-#define TRANSLIT_ID   "Fullwidth-Halfwidth; Han-Latin/Names; Latin-ASCII; Lower"
+/* Han becomes pinyin one character at a time: the first with the readings of surnames
+ * (单 shan, 曾 zeng, 解 xie), the others with the common readings; ICU's Han-Latin is slow (tens
+ * of microseconds a character), so each thread keeps the syllables it has made. Other text
+ * loses its diacritics (Zhāng, Müller) and fullwidth letters become ASCII. */
+#define HAN_FIRST_ID  "Han-Latin/Names; Latin-ASCII; Lower"
+#define HAN_REST_ID   "Han-Latin; Latin-ASCII; Lower"
+#define OTHER_ID      "Fullwidth-Halfwidth; Latin-ASCII; Lower"
 #define NAME_MAX      256  /* bytes of a name folded; longer names are refused */
-#define USTR_MAX      2048 /* UTF-16 units: one Han character becomes at most 7 ("zhuang ") */
+#define USTR_MAX      1024 /* UTF-16 units of a name, or of a piece transliterated */
+#define SYLLABLE_MAX  16   /* a syllable ("zhuang") made from one character, and its NUL */
+#define CACHE_SLOTS   8192 /* syllables a thread keeps (characters of names are a few thousand) */
 #define T2S_CONFIG    "t2s.json"
 #define MAX_NAME_HANS (JK_MPI_HAN_MAX / 3)
 
-/* The module's state: made by jk_mpi_names_init before threads use it. The transliterator is
- * not safe for concurrent use: each thread transliterates with its own clone (kept in the
+enum { T_FIRST, T_REST, T_OTHER, N_TRANSLIT };
+
+static const char *const translit_ids[N_TRANSLIT] = {HAN_FIRST_ID, HAN_REST_ID, OTHER_ID};
+
+/* A thread's transliterators (clones) and the syllables of the characters it has seen, by
+ * code point and whether it was first. */
+struct thread_state {
+    UTransliterator *t[N_TRANSLIT];
+    uint32_t key[CACHE_SLOTS]; /* code point << 1 | is_first, plus 1; 0 empty */
+    char syllable[CACHE_SLOTS][SYLLABLE_MAX];
+};
+
+/* The module's state: made by jk_mpi_names_init before threads use it. A transliterator is
+ * not safe for concurrent use: each thread transliterates with its own clones (kept in the
  * thread's key, closed when the thread ends). OpenCC promises nothing about threads: every
  * conversion holds the lock. */
 static struct {
-    UTransliterator *translit; /* cloned, never used itself after init */
+    UTransliterator *t[N_TRANSLIT]; /* cloned, never used themselves after init */
     opencc_t t2s;
-    pthread_key_t clone_key;
+    pthread_key_t thread_key;
     pthread_mutex_t lock;
     int is_ready;
 } st = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-static void clone_free(void *p)
+static void thread_state_free(void *p)
 {
-    utrans_close(p);
+    struct thread_state *ts = p;
+    for (int i = 0; i < N_TRANSLIT; i++)
+        if (ts->t[i]) utrans_close(ts->t[i]);
+    free(ts);
+}
+
+static void translit_close_all(void)
+{
+    for (int i = 0; i < N_TRANSLIT; i++)
+        if (st.t[i]) utrans_close(st.t[i]);
+    memset(st.t, 0, sizeof st.t);
 }
 
 jk_rc jk_mpi_names_init(char *err, size_t errlen)
 {
     if (st.is_ready) return JK_OK;
-    UErrorCode ue = U_ZERO_ERROR;
-    UChar id[sizeof TRANSLIT_ID];
-    u_uastrcpy(id, TRANSLIT_ID);
-    st.translit = utrans_openU(id, -1, UTRANS_FORWARD, NULL, 0, NULL, &ue);
-    if (U_FAILURE(ue)) {
-        snprintf(err, errlen, "name folding: ICU transliterator \"%s\": %s", TRANSLIT_ID,
-                 u_errorName(ue));
-        return JK_EINTERNAL;
+    for (int i = 0; i < N_TRANSLIT; i++) {
+        UErrorCode ue = U_ZERO_ERROR;
+        UChar id[64];
+        u_uastrcpy(id, translit_ids[i]);
+        st.t[i] = utrans_openU(id, -1, UTRANS_FORWARD, NULL, 0, NULL, &ue);
+        if (U_FAILURE(ue)) {
+            snprintf(err, errlen, "name folding: ICU transliterator \"%s\": %s", translit_ids[i],
+                     u_errorName(ue));
+            st.t[i] = NULL;
+            translit_close_all();
+            return JK_EINTERNAL;
+        }
     }
     st.t2s = opencc_open(T2S_CONFIG);
     if (st.t2s == (opencc_t)-1) {
         snprintf(err, errlen, "name folding: OpenCC %s: %s", T2S_CONFIG, opencc_error());
-        utrans_close(st.translit);
+        translit_close_all();
         return JK_EINTERNAL;
     }
-    if (pthread_key_create(&st.clone_key, clone_free)) {
+    if (pthread_key_create(&st.thread_key, thread_state_free)) {
         snprintf(err, errlen, "name folding: no thread key");
         opencc_close(st.t2s);
-        utrans_close(st.translit);
+        translit_close_all();
         return JK_EINTERNAL;
     }
     st.is_ready = 1;
     return JK_OK;
 }
 
-/* This thread's transliterator, cloned on first use. NULL when out of memory. */
-static UTransliterator *translit_of_thread(void)
+/* This thread's state, made on first use. NULL when out of memory. */
+static struct thread_state *thread_state(void)
 {
-    UTransliterator *t = pthread_getspecific(st.clone_key);
-    if (t) return t;
+    struct thread_state *ts = pthread_getspecific(st.thread_key);
+    if (ts) return ts;
+    if (!(ts = calloc(1, sizeof *ts))) return NULL;
     UErrorCode ue = U_ZERO_ERROR;
     pthread_mutex_lock(&st.lock);
-    t = utrans_clone(st.translit, &ue);
+    for (int i = 0; i < N_TRANSLIT && !U_FAILURE(ue); i++)
+        ts->t[i] = utrans_clone(st.t[i], &ue);
     pthread_mutex_unlock(&st.lock);
-    if (U_FAILURE(ue)) return NULL;
-    if (pthread_setspecific(st.clone_key, t)) {
-        utrans_close(t);
+    if (U_FAILURE(ue) || pthread_setspecific(st.thread_key, ts)) {
+        thread_state_free(ts);
         return NULL;
     }
-    return t;
+    return ts;
 }
 
 /* Traditional characters of s to Simplified, into out (cap bytes). JK_ENOMEM; JK_EINVAL
  * when the result does not fit. */
 static jk_rc to_simplified(const char *s, size_t n, char *out, size_t cap)
 {
+    size_t k = 0;
+    while (k < n && !(s[k] & 0x80))
+        k++;
+    if (k == n) { /* ASCII: nothing to convert, and no lock */
+        if (n >= cap) return JK_EINVAL;
+        memcpy(out, s, n);
+        out[n] = '\0';
+        return JK_OK;
+    }
     pthread_mutex_lock(&st.lock);
     char *r = opencc_convert_utf8(st.t2s, s, n);
     pthread_mutex_unlock(&st.lock);
@@ -175,29 +220,87 @@ static void pinyin_key(const char *s, size_t n, char py[JK_MPI_PY_MAX])
     }
 }
 
-/* Transliterates the UTF-8 text s into lower-case ASCII (out, cap bytes). */
-static jk_rc transliterate(const char *s, size_t n, char *out, size_t cap)
+/* Transliterates the UTF-16 text u[0..len) with t into out (cap bytes) at *o. */
+static jk_rc translit_append(UTransliterator *t, UChar *u, int32_t len, char *out, size_t cap,
+                             size_t *o)
 {
-    UTransliterator *t = translit_of_thread();
-    if (!t) return JK_ENOMEM;
-    UChar u[USTR_MAX];
-    int32_t len = 0, limit;
     UErrorCode ue = U_ZERO_ERROR;
-    u_strFromUTF8(u, USTR_MAX, &len, s, (int32_t)n, &ue);
-    if (U_FAILURE(ue) || len >= USTR_MAX / 4) return JK_EINVAL;
-    limit = len;
+    int32_t limit = len, olen = 0;
     utrans_transUChars(t, u, &len, USTR_MAX, 0, &limit, &ue);
     if (U_FAILURE(ue)) return JK_EINVAL;
-    int32_t olen = 0;
-    u_strToUTF8(out, (int32_t)cap, &olen, u, len, &ue);
-    if (U_FAILURE(ue) || (size_t)olen >= cap) return JK_EINVAL;
-    out[olen] = '\0';
+    u_strToUTF8(out + *o, (int32_t)(cap - *o), &olen, u, len, &ue);
+    if (U_FAILURE(ue) || *o + (size_t)olen >= cap) return JK_EINVAL;
+    *o += (size_t)olen;
+    out[*o] = '\0';
     return JK_OK;
+}
+
+/* The syllable of Han character c (first: the name's first character) into out. */
+static jk_rc syllable_of(struct thread_state *ts, UChar32 c, int is_first, char *out, size_t cap,
+                         size_t *o)
+{
+    uint32_t key = ((uint32_t)c << 1 | (uint32_t)is_first) + 1;
+    size_t slot = (key * 2654435761u) % CACHE_SLOTS;
+    for (size_t k = 0; k < 16 && ts->key[slot]; k++, slot = (slot + 1) % CACHE_SLOTS)
+        if (ts->key[slot] == key) {
+            size_t n = strlen(ts->syllable[slot]);
+            if (*o + n + 1 >= cap) return JK_EINVAL;
+            memcpy(out + *o, ts->syllable[slot], n + 1);
+            *o += n;
+            return JK_OK;
+        }
+    UChar u[USTR_MAX];
+    int32_t len = 0;
+    U16_APPEND_UNSAFE(u, len, c);
+    size_t start = *o;
+    jk_rc rc = translit_append(ts->t[is_first ? T_FIRST : T_REST], u, len, out, cap, o);
+    if (!rc && !ts->key[slot] && *o - start < SYLLABLE_MAX) {
+        ts->key[slot] = key;
+        memcpy(ts->syllable[slot], out + start, *o - start + 1);
+    }
+    return rc;
+}
+
+/* The UTF-8 text s (valid) into lower-case ASCII (out, cap bytes): each Han character its
+ * syllable between spaces, the rest without diacritics. */
+static jk_rc transliterate(const char *s, size_t n, char *out, size_t cap)
+{
+    struct thread_state *ts = thread_state();
+    if (!ts) return JK_ENOMEM;
+    UChar u[USTR_MAX];
+    int32_t ulen = 0;
+    size_t i = 0, o = 0;
+    int is_first = 1;
+    jk_rc rc = JK_OK;
+    out[0] = '\0';
+    while (!rc && i < n) {
+        UChar32 c;
+        U8_NEXT(s, i, n, c);
+        UErrorCode ue = U_ZERO_ERROR;
+        int is_han = uscript_getScript(c, &ue) == USCRIPT_HAN && !U_FAILURE(ue);
+        if (is_han || ulen + 2 >= USTR_MAX) {
+            if (ulen) rc = translit_append(ts->t[T_OTHER], u, ulen, out, cap, &o);
+            ulen = 0;
+        }
+        if (rc) break;
+        if (!is_han) {
+            U16_APPEND_UNSAFE(u, ulen, c);
+            continue;
+        }
+        if (o + 2 >= cap) return JK_EINVAL;
+        out[o++] = ' ';
+        if ((rc = syllable_of(ts, c, is_first, out, cap, &o))) break;
+        out[o++] = ' ';
+        out[o] = '\0';
+        is_first = 0;
+    }
+    if (!rc && ulen) rc = translit_append(ts->t[T_OTHER], u, ulen, out, cap, &o);
+    return rc;
 }
 
 jk_rc jk_mpi_fold_name(const char *name, struct jk_mpi_rec *rec)
 {
-    char simp[NAME_MAX * 2], ascii[USTR_MAX];
+    char simp[NAME_MAX * 2], ascii[NAME_MAX * 8];
     rec->han[0] = rec->pinyin[0] = '\0';
     if (!st.is_ready) return JK_EINTERNAL;
     size_t n = name ? strlen(name) : 0;

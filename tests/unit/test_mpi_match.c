@@ -945,6 +945,93 @@ static void test_population_quality(void **state)
     jk_pop_free(pop);
 }
 
+/* The generated records as Patients, sealed as a write seals them: the index takes from them
+ * the features the quality test takes from the records, and the same numbers give the same
+ * codes in a person's records. */
+static void test_population_patients(void **state)
+{
+    (void)state;
+    struct jk_pop_params pp = {SEED, 2000, 300};
+    struct jk_pop *pop;
+    assert_int_equal(jk_pop_new(&pp, &pop), JK_OK);
+    struct jk_arena *a = jk_arena_new(0);
+    assert_non_null(a);
+    for (size_t k = 0; k < 300; k++) {
+        struct jk_pop_rec g[2];
+        struct jk_mpi_rec fast[2], slow[2];
+        jk_pop_dup(pop, k, &g[0]);
+        jk_pop_person(pop, g[0].person, &g[1]);
+        for (int x = 0; x < 2; x++) {
+            struct jk_buf b;
+            jk_buf_init(&b, 0);
+            assert_int_equal(jk_pop_patient_json(&g[x], &b), JK_OK);
+            struct json_object *o = json_tokener_parse(b.p);
+            if (!o) fail_msg("not JSON: %s", b.p);
+            struct jk_diag d;
+            jk_diag_init(&d, a);
+            assert_int_equal(jk_protect_seal(o, &d), JK_OK);
+            assert_int_equal(jk_mpi_rec_of_patient(o, &slow[x]), JK_OK);
+            features(&g[x], &fast[x]);
+            assert_string_equal(slow[x].han, fast[x].han);
+            assert_string_equal(slow[x].pinyin, fast[x].pinyin);
+            assert_string_equal(slow[x].birth, fast[x].birth);
+            assert_int_equal(slow[x].sex, fast[x].sex);
+            assert_string_equal(slow[x].region, fast[x].region);
+            assert_int_equal(!slow[x].id_key[0], !g[x].idnum[0]);
+            assert_int_equal(!slow[x].phone_key[0], !g[x].phone[0]);
+            json_object_put(o);
+            jk_buf_free(&b);
+        }
+        if (slow[0].id_key[0] && slow[1].id_key[0])
+            assert_string_equal(slow[0].id_key, slow[1].id_key);
+        if (!(g[0].var & JK_POP_NEW_PHONE) && slow[0].phone_key[0] && slow[1].phone_key[0])
+            assert_string_equal(slow[0].phone_key, slow[1].phone_key);
+        jk_arena_reset(a);
+    }
+    jk_arena_free(a);
+    jk_pop_free(pop);
+}
+
+/* The generator is deterministic and random access: person i and duplicate k are the same
+ * whenever and in whatever order they are made; identity numbers are valid and unique. */
+static void test_population_generator(void **state)
+{
+    (void)state;
+    struct jk_pop_params pp = {7, 50000, 100};
+    struct jk_pop *p1, *p2;
+    assert_int_equal(jk_pop_new(&pp, &p1), JK_OK);
+    assert_int_equal(jk_pop_new(&pp, &p2), JK_OK);
+    struct jk_pop_rec a, b;
+    for (size_t i = 0; i < 100; i++) {
+        jk_pop_dup(p1, i, &a);
+        jk_pop_dup(p2, i, &b);
+        assert_memory_equal(&a, &b, sizeof a);
+        jk_pop_person(p1, 49999 - i, &a);
+        jk_pop_person(p2, 49999 - i, &b);
+        assert_memory_equal(&a, &b, sizeof a);
+    }
+    size_t n_id = 0;
+    char(*ids)[19] = calloc(pp.n_persons, sizeof *ids);
+    assert_non_null(ids);
+    for (size_t i = 0; i < pp.n_persons; i++) {
+        struct jk_pop_rec own;
+        person_core(p1, i, &own);
+        assert_int_equal(strlen(own.idnum), 18);
+        assert_int_equal(own.idnum[17], gb11643_check(own.idnum));
+        char birth[9];
+        snprintf(birth, sizeof birth, "%.4s%.2s%.2s", own.birth, own.birth + 5, own.birth + 8);
+        assert_memory_equal(own.idnum + 6, birth, 8);
+        assert_int_equal((own.idnum[16] - '0') % 2, own.sex == 'M');
+        memcpy(ids[n_id++], own.idnum, 19);
+    }
+    qsort(ids, n_id, sizeof *ids, (int (*)(const void *, const void *))strcmp);
+    for (size_t i = 1; i < n_id; i++)
+        if (!strcmp(ids[i - 1], ids[i])) fail_msg("identity number %zu repeated", i);
+    free(ids);
+    jk_pop_free(p1);
+    jk_pop_free(p2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -960,6 +1047,8 @@ int main(void)
         cmocka_unit_test(test_grades_and_decide),
         cmocka_unit_test(test_blocks),
         cmocka_unit_test(test_rules_file),
+        cmocka_unit_test(test_population_generator),
+        cmocka_unit_test(test_population_patients),
         cmocka_unit_test(test_population_quality),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
