@@ -53,7 +53,7 @@ build/san/libjk.a: $(SAN_OBJ)
 
 build/san/tests/%: tests/unit/%.c build/san/libjk.a
 	@mkdir -p $(@D)
-	$(CC) $(WARN) $(SANFLAGS) $(CPPFLAGS) $(DEPCFLAGS) -Itests/unit -o $@ $^ $(DEPLIBS) -lcmocka
+	$(CC) $(WARN) $(SANFLAGS) $(CPPFLAGS) $(DEPCFLAGS) -Itests/unit -MMD -MP -o $@ $(filter %.c %.a,$^) $(DEPLIBS) -lcmocka
 
 # Each fuzz harness replayed over its seed corpus, under the sanitizers, without libFuzzer.
 build/san/fuzz/replay_%: fuzz/fuzz_%.c fuzz/replay.c build/san/libjk.a
@@ -122,4 +122,4 @@ fuzz: $(FUZZ_NAMES:%=build/fuzz/fuzz_%)
 clean:
 	rm -rf build jiankang
 
--include $(OBJ:.o=.d) $(SAN_OBJ:.o=.d) build/rel/src/cli/main.d build/san/src/cli/main.d
+-include $(OBJ:.o=.d) $(SAN_OBJ:.o=.d) build/rel/src/cli/main.d build/san/src/cli/main.d $(UNIT_BIN:=.d)
