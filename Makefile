@@ -53,7 +53,7 @@ build/san/libjk.a: $(SAN_OBJ)
 
 build/san/tests/%: tests/unit/%.c build/san/libjk.a
 	@mkdir -p $(@D)
-	$(CC) $(WARN) $(SANFLAGS) $(CPPFLAGS) $(DEPCFLAGS) -Itests/unit -MMD -MP -o $@ $(filter %.c %.a,$^) $(DEPLIBS) -lcmocka
+	$(CC) $(WARN) $(SANFLAGS) $(CPPFLAGS) $(DEPCFLAGS) -Itests/unit -MMD -MP -o $@ $< build/san/libjk.a $(DEPLIBS) -lcmocka
 
 # Each fuzz harness replayed over its seed corpus, under the sanitizers, without libFuzzer.
 build/san/fuzz/replay_%: fuzz/fuzz_%.c fuzz/replay.c build/san/libjk.a
