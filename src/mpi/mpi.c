@@ -74,7 +74,7 @@ static jk_rc query(jk_conn *c, const char *sql, jk_stmt **s, const char *fmt, ..
 /* Runs a statement that returns no rows. */
 static jk_rc run(jk_conn *c, const char *sql, const char *fmt, ...)
 {
-    jk_stmt *s;
+    jk_stmt *s = NULL;
     jk_rc rc = jk_conn_prepare(c, sql, &s);
     if (rc) return rc;
     va_list ap;
@@ -147,7 +147,7 @@ static jk_rc candidates(jk_conn *c, struct jk_arena *a, const struct jk_mpi_rec 
     *n = 0;
     struct cand *k = jk_arena_alloc(a, MAX_CANDS * sizeof *k);
     if (!k) return JK_ENOMEM;
-    jk_stmt *s;
+    jk_stmt *s = NULL;
     jk_rc rc = query(c, sql, &s, "tttt", rec->id_key, blocks[0], blocks[1], blocks[2]);
     int has_row = 0;
     while (!rc && !(rc = jk_stmt_step(s, &has_row)) && has_row && *n < MAX_CANDS) {
@@ -204,7 +204,7 @@ static jk_rc get_record(jk_conn *c, struct jk_arena *a, const char *patient, con
                         const char **how, struct jk_mpi_rec *rec)
 {
     static const char sql[] = "SELECT " REC_COLS ", how FROM mpi_record WHERE patient_id = ?";
-    jk_stmt *s;
+    jk_stmt *s = NULL;
     int has_row = 0;
     jk_rc rc = query(c, sql, &s, "t", patient);
     if (!rc) rc = jk_stmt_step(s, &has_row);
@@ -225,7 +225,7 @@ static int is_refused(jk_conn *c, const char *patient, const char *person)
 {
     static const char sql[] = "SELECT 1 FROM mpi_review WHERE patient_id = ? AND person_id = ?"
                               " AND status = 'no-match'";
-    jk_stmt *s;
+    jk_stmt *s = NULL;
     int has_row = 0;
     if (query(c, sql, &s, "tt", patient, person)) return 0;
     if (jk_stmt_step(s, &has_row)) has_row = 0;
@@ -325,7 +325,7 @@ static jk_rc get_person(jk_conn *c, struct jk_arena *a, const char *person, cons
                         const char **into)
 {
     static const char sql[] = "SELECT status, merged_into FROM mpi_person WHERE id = ?";
-    jk_stmt *s;
+    jk_stmt *s = NULL;
     int has_row = 0;
     jk_rc rc = query(c, sql, &s, "t", person);
     if (!rc) rc = jk_stmt_step(s, &has_row);
@@ -376,7 +376,7 @@ jk_rc jk_mpi_patients_of(jk_conn *c, struct jk_arena *a, const char *person, con
     static const char sql[] =
         "SELECT patient_id FROM mpi_record WHERE person_id = ? ORDER BY patient_id LIMIT 1000";
     const char **v = jk_arena_alloc(a, 1000 * sizeof *v);
-    jk_stmt *s;
+    jk_stmt *s = NULL;
     int has_row = 0;
     *n = 0;
     *ids = v;
@@ -532,7 +532,7 @@ jk_rc jk_mpi_review(jk_conn *c, struct jk_diag *d, const char *patient, const ch
                                     " WHERE patient_id = ? AND state = 'possible'";
     struct jk_arena *a = jk_arena_new(1024);
     if (!a) return JK_ENOMEM;
-    jk_stmt *s;
+    jk_stmt *s = NULL;
     int has_row = 0;
     const char *status = NULL;
     jk_rc rc = query(c, sql, &s, "tt", patient, person);
@@ -595,7 +595,7 @@ jk_rc jk_mpi_unmerge(jk_conn *c, struct jk_diag *d, struct jk_arena *a, const ch
     if (!rc && strcmp(status, "merged"))
         return jk_diag_add(d, JK_ECONFLICT, "conflict", "person",
                            "person '%s' is not merged into another", person);
-    jk_stmt *s;
+    jk_stmt *s = NULL;
     int has_row = 0;
     const char *detail = NULL;
     if (!rc) rc = query(c, sql_last, &s, "t", person);
@@ -642,7 +642,7 @@ jk_rc jk_mpi_person_json(jk_conn *c, const char *person, struct json_object **ou
     if (!rc) rc = add_str(o, "id", person);
     if (!rc) rc = add_str(o, "status", status);
     if (!rc) rc = add_str(o, "mergedInto", into);
-    jk_stmt *s;
+    jk_stmt *s = NULL;
     int has_row = 0;
     if (!rc) rc = query(c, sql, &s, "t", person);
     while (!rc && !(rc = jk_stmt_step(s, &has_row)) && has_row) {
@@ -684,7 +684,7 @@ jk_rc jk_mpi_history_json(jk_conn *c, const char *person, struct json_object **o
     struct json_object *o = rc ? NULL : json_object_new_object();
     struct json_object *ev = rc ? NULL : json_object_new_array();
     if (!rc && (!o || !ev)) rc = JK_ENOMEM;
-    jk_stmt *s;
+    jk_stmt *s = NULL;
     int has_row = 0;
     if (!rc) rc = query(c, sql, &s, "tt", person, person);
     while (!rc && !(rc = jk_stmt_step(s, &has_row)) && has_row) {
@@ -718,7 +718,7 @@ jk_rc jk_mpi_history_json(jk_conn *c, const char *person, struct json_object **o
 static jk_rc summary(jk_conn *c, struct jk_arena *a, const char *sql, const char *key,
                      struct json_object **out)
 {
-    jk_stmt *s;
+    jk_stmt *s = NULL;
     int has_row = 0;
     struct json_object *o = json_object_new_object();
     if (!o) return JK_ENOMEM;
@@ -758,7 +758,7 @@ jk_rc jk_mpi_reviews_json(jk_conn *c, size_t max, struct json_object **out)
         int64_t at;
     } *row = jk_arena_alloc(a, (max ? max : 1) * sizeof *row);
     size_t n = 0;
-    jk_stmt *s;
+    jk_stmt *s = NULL;
     int has_row = 0;
     if (!row) rc = JK_ENOMEM;
     if (!rc) rc = query(c, sql, &s, "i", (int64_t)max);
