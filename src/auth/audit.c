@@ -62,13 +62,19 @@ static const struct action {
     {"refused", "E", ET_ALERT, SUB_LOCAL, "refused", "access refused"},
     {"break-glass", "E", ET_ALERT, SUB_LOCAL, "break-glass", "emergency access"},
     {"account", "U", ET_ALERT, SUB_DCM, "110137", "User Security Attributes Changed"},
+    /* the electronic health card (docs/internals/mpi.md); the reason field is the detail */
+    {"card-issue", "C", ET_REST, SUB_LOCAL, "card-issue", "health card issued"},
+    {"card-bind", "U", ET_REST, SUB_LOCAL, "card-bind", "number bound to a health card"},
+    {"card-revoke", "U", ET_REST, SUB_LOCAL, "card-revoke", "health card revoked"},
+    {"card-qr", "E", ET_REST, SUB_LOCAL, "card-qr", "health card QR code issued"},
+    {"card-verify", "E", ET_REST, SUB_LOCAL, "card-verify", "health card QR code verified"},
 };
 
 /* Actions whose reason field is a detail (why a login failed, what an administrator changed)
  * rather than a break-glass justification: rendered as outcomeDesc, not purposeOfEvent. */
 static int has_detail(const struct action *a)
 {
-    return a->type == ET_AUTH || !strcmp(a->name, "account");
+    return a->type == ET_AUTH || !strcmp(a->name, "account") || !strncmp(a->name, "card-", 5);
 }
 
 static const struct action *action_find(const char *name)

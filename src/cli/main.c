@@ -307,7 +307,8 @@ static int cmd_serve(struct cli *cli)
     char err[JK_RULES_ERR];
     struct jk_audit_ticker *ticker = NULL;
     int status = 1;
-    if (jk_security_rules_load(jk_security_rules_path(), &sec, err, sizeof err))
+    if (jk_security_rules_load(jk_security_rules_path(), &sec, err, sizeof err) ||
+        jk_api_card_init(keys, err, sizeof err))
         fprintf(stderr, "jiankang: %s\n", err);
     else if (!jk_api_auth_init(&sec) && !jk_api_audit_init(keys) &&
              !jk_audit_ticker_start(&audit, db, &ticker) && !jk_http_start(&hc, &app.srv))

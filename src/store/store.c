@@ -171,6 +171,26 @@ static const char *const migrations[] = {
     "CREATE TABLE mpi_history (seq @SERIAL_PK@, at_ms BIGINT NOT NULL, actor TEXT NOT NULL,"
     " action TEXT NOT NULL, patient_id TEXT, person_id TEXT, from_person TEXT, detail TEXT);"
     "CREATE INDEX mpi_history_person ON mpi_history (person_id, seq);",
+
+    /* 8: electronic health cards (docs/internals/mpi.md): cards (one active per person),
+     * numbers bound to them (sealed, found by blind index code), the nonces of dynamic QR
+     * codes issued and used (pruned after expiry), and the log of every verification */
+    "CREATE TABLE card (id TEXT PRIMARY KEY, number TEXT NOT NULL, person_id TEXT NOT NULL,"
+    " patient_id TEXT NOT NULL, status TEXT NOT NULL, issued_ms BIGINT NOT NULL,"
+    " revoked_ms BIGINT, reason TEXT NOT NULL DEFAULT '');"
+    "CREATE UNIQUE INDEX card_number ON card (number);"
+    "CREATE UNIQUE INDEX card_active ON card (person_id) WHERE status = 'active';"
+    "CREATE INDEX card_person ON card (person_id, issued_ms);"
+    "CREATE TABLE card_binding (kind TEXT NOT NULL, org TEXT NOT NULL, code TEXT NOT NULL,"
+    " card_id TEXT NOT NULL, value TEXT NOT NULL, created_ms BIGINT NOT NULL,"
+    " PRIMARY KEY (kind, org, code));"
+    "CREATE INDEX card_binding_card ON card_binding (card_id);"
+    "CREATE TABLE card_code (nonce TEXT PRIMARY KEY, card_id TEXT NOT NULL, mac TEXT NOT NULL,"
+    " expires_ms BIGINT NOT NULL, used_ms BIGINT);"
+    "CREATE INDEX card_code_expires ON card_code (expires_ms);"
+    "CREATE TABLE card_use (seq @SERIAL_PK@, card_id TEXT NOT NULL, at_ms BIGINT NOT NULL,"
+    " org TEXT NOT NULL, role TEXT NOT NULL, result TEXT NOT NULL);"
+    "CREATE INDEX card_use_card ON card_use (card_id, seq);",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
