@@ -516,14 +516,14 @@ static jk_rc code_insert(jk_conn *c, const char *card_id, const struct jk_card_c
                          const char *mac, int64_t used_ms)
 {
     static const char sql[] =
-        "INSERT INTO card_code (nonce, card_id, mac, expires_ms, used_ms) VALUES (?, ?, ?, ?, ?)";
+        "INSERT INTO card_code (expires_ms, nonce, card_id, mac, used_ms) VALUES (?, ?, ?, ?, ?)";
     jk_stmt *s;
     int has_row;
     jk_rc rc = jk_conn_prepare(c, sql, &s);
-    if (!rc) rc = text_arg(s, 1, code->nonce);
-    if (!rc) rc = text_arg(s, 2, card_id);
-    if (!rc) rc = text_arg(s, 3, mac);
-    if (!rc) rc = jk_stmt_int_arg(s, 4, code->expires_s * 1000);
+    if (!rc) rc = jk_stmt_int_arg(s, 1, code->expires_s * 1000);
+    if (!rc) rc = text_arg(s, 2, code->nonce);
+    if (!rc) rc = text_arg(s, 3, card_id);
+    if (!rc) rc = text_arg(s, 4, mac);
     if (!rc) rc = used_ms ? jk_stmt_int_arg(s, 5, used_ms) : jk_stmt_null_arg(s, 5);
     if (!rc) rc = jk_stmt_step(s, &has_row);
     jk_stmt_reset(s);
@@ -537,15 +537,16 @@ jk_rc jk_card_code_record(jk_conn *c, const char *card_id, const struct jk_card_
     return rc ? rc : code_insert(c, card_id, code, mac, 0);
 }
 
-jk_rc jk_card_code_known(jk_conn *c, const char *nonce, const char mac[JK_CARD_MAC_HEX + 1],
-                         int *is_known)
+jk_rc jk_card_code_known(jk_conn *c, const struct jk_card_code *code,
+                         const char mac[JK_CARD_MAC_HEX + 1], int *is_known)
 {
-    static const char sql[] = "SELECT mac FROM card_code WHERE nonce = ?";
+    static const char sql[] = "SELECT mac FROM card_code WHERE expires_ms = ? AND nonce = ?";
     jk_stmt *s;
     int has_row = 0;
     *is_known = 0;
     jk_rc rc = jk_conn_prepare(c, sql, &s);
-    if (!rc) rc = text_arg(s, 1, nonce);
+    if (!rc) rc = jk_stmt_int_arg(s, 1, code->expires_s * 1000);
+    if (!rc) rc = text_arg(s, 2, code->nonce);
     if (!rc) rc = jk_stmt_step(s, &has_row);
     if (!rc && has_row) {
         size_t n = 0;
@@ -562,7 +563,8 @@ jk_rc jk_card_code_use(jk_conn *c, const char *card_id, const struct jk_card_cod
 {
     static const char sql_status[] = "SELECT status FROM card WHERE id = ?";
     static const char sql_use[] =
-        "UPDATE card_code SET used_ms = ? WHERE nonce = ? AND card_id = ? AND used_ms IS NULL";
+        "UPDATE card_code SET used_ms = ? WHERE expires_ms = ? AND nonce = ? AND card_id = ?"
+        " AND used_ms IS NULL";
     jk_stmt *s;
     int has_row = 0;
     char status[12] = "";
@@ -578,8 +580,9 @@ jk_rc jk_card_code_use(jk_conn *c, const char *card_id, const struct jk_card_cod
     }
     if ((rc = jk_conn_prepare(c, sql_use, &s))) return rc;
     rc = jk_stmt_int_arg(s, 1, now_ms);
-    if (!rc) rc = text_arg(s, 2, code->nonce);
-    if (!rc) rc = text_arg(s, 3, card_id);
+    if (!rc) rc = jk_stmt_int_arg(s, 2, code->expires_s * 1000);
+    if (!rc) rc = text_arg(s, 3, code->nonce);
+    if (!rc) rc = text_arg(s, 4, card_id);
     if (!rc) rc = jk_stmt_step(s, &has_row);
     int64_t n = rc ? 0 : jk_stmt_changes(s);
     jk_stmt_reset(s);

@@ -162,10 +162,10 @@ jk_rc jk_card_bindings(jk_conn *c, const char *card_id, jk_card_binding_fn fn, v
 jk_rc jk_card_code_record(jk_conn *c, const char *card_id, const struct jk_card_code *code,
                           const char mac[JK_CARD_MAC_HEX + 1], int64_t now_ms, int keep_s);
 
-/* Whether the code with nonce was issued with fingerprint mac (a read, outside a
+/* Whether code (its expiry and nonce) was issued with fingerprint mac (a read, outside a
  * transaction): *is_known 1 when so. */
-jk_rc jk_card_code_known(jk_conn *c, const char *nonce, const char mac[JK_CARD_MAC_HEX + 1],
-                         int *is_known);
+jk_rc jk_card_code_known(jk_conn *c, const struct jk_card_code *code,
+                         const char mac[JK_CARD_MAC_HEX + 1], int *is_known);
 
 /* Uses the nonce of a checked code once (inside a transaction): *result JK_CARD_OK the first
  * time, JK_CARD_REPLAYED after; JK_CARD_REVOKED when card_id is no longer active. */

@@ -174,7 +174,8 @@ static const char *const migrations[] = {
 
     /* 8: electronic health cards (docs/internals/mpi.md): cards (one active per person),
      * numbers bound to them (sealed, found by blind index code), the nonces of dynamic QR
-     * codes issued and used (pruned after expiry), and the log of every verification */
+     * codes issued and used (pruned after expiry; keyed by expiry first, so that inserts and
+     * look-ups stay on the B-tree's recent pages), and the log of every verification */
     "CREATE TABLE card (id TEXT PRIMARY KEY, number TEXT NOT NULL, person_id TEXT NOT NULL,"
     " patient_id TEXT NOT NULL, status TEXT NOT NULL, issued_ms BIGINT NOT NULL,"
     " revoked_ms BIGINT, reason TEXT NOT NULL DEFAULT '');"
@@ -185,9 +186,9 @@ static const char *const migrations[] = {
     " card_id TEXT NOT NULL, value TEXT NOT NULL, created_ms BIGINT NOT NULL,"
     " PRIMARY KEY (kind, org, code));"
     "CREATE INDEX card_binding_card ON card_binding (card_id);"
-    "CREATE TABLE card_code (nonce TEXT PRIMARY KEY, card_id TEXT NOT NULL, mac TEXT NOT NULL,"
-    " expires_ms BIGINT NOT NULL, used_ms BIGINT);"
-    "CREATE INDEX card_code_expires ON card_code (expires_ms);"
+    "CREATE TABLE card_code (expires_ms BIGINT NOT NULL, nonce TEXT NOT NULL,"
+    " card_id TEXT NOT NULL, mac TEXT NOT NULL, used_ms BIGINT,"
+    " PRIMARY KEY (expires_ms, nonce));"
     "CREATE TABLE card_use (seq @SERIAL_PK@, card_id TEXT NOT NULL, at_ms BIGINT NOT NULL,"
     " org TEXT NOT NULL, role TEXT NOT NULL, result TEXT NOT NULL);"
     "CREATE INDEX card_use_card ON card_use (card_id, seq);",
