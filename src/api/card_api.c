@@ -208,9 +208,11 @@ static jk_rc body_object(struct jk_http_req *rq, const char *const *allowed,
         while (allowed[i] && strcmp(allowed[i], key))
             i++;
         if (!allowed[i]) {
+            jk_rc rc_unknown =
+                jk_diag_add(&rq->diag, JK_EINVAL, "structure", key, "unknown member '%s'", key);
             json_object_put(*out);
             *out = NULL;
-            return jk_diag_add(&rq->diag, JK_EINVAL, "structure", key, "unknown member '%s'", key);
+            return rc_unknown;
         }
     }
     return JK_OK;
