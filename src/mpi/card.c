@@ -276,6 +276,12 @@ static jk_rc copy_col(jk_stmt *s, int i, char *out, size_t cap)
     return JK_OK;
 }
 
+/* Ends a statement's use; s may be NULL (its preparation failed). */
+static void reset(jk_stmt *s)
+{
+    if (s) jk_stmt_reset(s);
+}
+
 static jk_rc text_arg(jk_stmt *s, int i, const char *v)
 {
     return jk_stmt_text_arg(s, i, v, strlen(v));
@@ -299,13 +305,13 @@ static jk_rc card_row(jk_stmt *s, struct jk_card *out)
 
 static jk_rc card_one(jk_conn *c, const char *sql, const char *key, struct jk_card *out)
 {
-    jk_stmt *s;
+    jk_stmt *s = NULL;
     int has_row = 0;
     jk_rc rc = jk_conn_prepare(c, sql, &s);
     if (!rc) rc = text_arg(s, 1, key);
     if (!rc) rc = jk_stmt_step(s, &has_row);
     if (!rc) rc = has_row ? card_row(s, out) : JK_ENOTFOUND;
-    jk_stmt_reset(s);
+    reset(s);
     return rc;
 }
 
@@ -324,14 +330,14 @@ jk_rc jk_card_by_number(jk_conn *c, const char *number, struct jk_card *out)
 jk_rc jk_card_person_lookup(jk_conn *c, const char *patient_id, char person[JK_CARD_ID_MAX])
 {
     static const char sql[] = "SELECT person_id FROM mpi_record WHERE patient_id = ?";
-    jk_stmt *s;
+    jk_stmt *s = NULL;
     int has_row = 0;
     person[0] = '\0';
     jk_rc rc = jk_conn_prepare(c, sql, &s);
     if (!rc) rc = text_arg(s, 1, patient_id);
     if (!rc) rc = jk_stmt_step(s, &has_row);
     if (!rc && has_row) rc = copy_col(s, 0, person, JK_CARD_ID_MAX);
-    jk_stmt_reset(s);
+    reset(s);
     return rc;
 }
 
@@ -372,14 +378,14 @@ jk_rc jk_card_issue(jk_conn *c, const char *patient_id, int64_t now_ms, struct j
     if (!rc) rc = text_arg(s, 4, out->patient);
     if (!rc) rc = jk_stmt_int_arg(s, 5, now_ms);
     if (!rc) rc = jk_stmt_step(s, &has_row);
-    if (s) jk_stmt_reset(s);
+    reset(s);
     if (rc) return rc; /* JK_ECONFLICT: the person has an active card */
     if ((rc = jk_conn_prepare(c, sql_move, &s))) return rc;
     rc = text_arg(s, 1, out->id);
     if (!rc) rc = text_arg(s, 2, out->person);
     if (!rc) rc = text_arg(s, 3, out->id);
     if (!rc) rc = jk_stmt_step(s, &has_row);
-    jk_stmt_reset(s);
+    reset(s);
     return rc;
 }
 
@@ -387,14 +393,14 @@ jk_rc jk_card_list(jk_conn *c, const char *person, jk_card_fn fn, void *arg)
 {
     static const char sql[] =
         "SELECT " CARD_COLS " FROM card WHERE person_id = ? ORDER BY issued_ms DESC, id DESC";
-    jk_stmt *s;
+    jk_stmt *s = NULL;
     int has_row = 0;
     struct jk_card card;
     jk_rc rc = jk_conn_prepare(c, sql, &s);
     if (!rc) rc = text_arg(s, 1, person);
     while (!rc && !(rc = jk_stmt_step(s, &has_row)) && has_row)
         if (!(rc = card_row(s, &card))) rc = fn(arg, &card);
-    jk_stmt_reset(s);
+    reset(s);
     return rc;
 }
 
@@ -406,7 +412,7 @@ jk_rc jk_card_revoke(jk_conn *c, const char *id, const char *reason, int64_t now
     jk_rc rc = jk_card_get(c, id, &card);
     if (rc) return rc;
     if (strcmp(card.status, "active")) return JK_EGONE;
-    jk_stmt *s;
+    jk_stmt *s = NULL;
     int has_row;
     if ((rc = jk_conn_prepare(c, sql, &s))) return rc;
     rc = jk_stmt_int_arg(s, 1, now_ms);
@@ -414,7 +420,7 @@ jk_rc jk_card_revoke(jk_conn *c, const char *id, const char *reason, int64_t now
     if (!rc) rc = text_arg(s, 3, id);
     if (!rc) rc = jk_stmt_step(s, &has_row);
     if (!rc && jk_stmt_changes(s) != 1) rc = JK_EGONE;
-    jk_stmt_reset(s);
+    reset(s);
     return rc;
 }
 
@@ -438,7 +444,7 @@ jk_rc jk_card_bind(jk_conn *c, const struct jk_card *card, const struct jk_card_
     static const char sql_insert[] =
         "INSERT INTO card_binding (kind, org, code, card_id, value, created_ms)"
         " VALUES (?, ?, ?, ?, ?, ?)";
-    jk_stmt *s;
+    jk_stmt *s = NULL;
     int has_row = 0;
     char person[JK_CARD_ID_MAX] = "";
     jk_rc rc = jk_conn_prepare(c, sql_find, &s);
@@ -447,7 +453,7 @@ jk_rc jk_card_bind(jk_conn *c, const struct jk_card *card, const struct jk_card_
     if (!rc) rc = text_arg(s, 3, b->code);
     if (!rc) rc = jk_stmt_step(s, &has_row);
     if (!rc && has_row) rc = copy_col(s, 0, person, sizeof person);
-    jk_stmt_reset(s);
+    reset(s);
     if (rc) return rc;
     if (has_row && strcmp(person, card->person)) return JK_ECONFLICT;
     if ((rc = jk_conn_prepare(c, has_row ? sql_move : sql_insert, &s))) return rc;
@@ -467,7 +473,7 @@ jk_rc jk_card_bind(jk_conn *c, const struct jk_card *card, const struct jk_card_
         if (!rc) rc = jk_stmt_int_arg(s, 6, now_ms);
     }
     if (!rc) rc = jk_stmt_step(s, &has_row);
-    jk_stmt_reset(s);
+    reset(s);
     return rc;
 }
 
@@ -475,7 +481,7 @@ jk_rc jk_card_bindings(jk_conn *c, const char *card_id, jk_card_binding_fn fn, v
 {
     static const char sql[] = "SELECT kind, org, code, value FROM card_binding WHERE card_id = ?"
                               " ORDER BY created_ms, kind, org";
-    jk_stmt *s;
+    jk_stmt *s = NULL;
     int has_row = 0;
     jk_rc rc = jk_conn_prepare(c, sql, &s);
     if (!rc) rc = text_arg(s, 1, card_id);
@@ -489,7 +495,7 @@ jk_rc jk_card_bindings(jk_conn *c, const char *card_id, jk_card_binding_fn fn, v
         }
         rc = fn(arg, &b);
     }
-    jk_stmt_reset(s);
+    reset(s);
     return rc;
 }
 
@@ -503,12 +509,12 @@ static jk_rc prune(jk_conn *c, int64_t now_ms, int keep_s)
     if (now_ms - last < PRUNE_EVERY_MS || !atomic_compare_exchange_strong(&last_prune_ms, &last,
                                                                           now_ms))
         return JK_OK;
-    jk_stmt *s;
+    jk_stmt *s = NULL;
     int has_row;
     jk_rc rc = jk_conn_prepare(c, sql, &s);
     if (!rc) rc = jk_stmt_int_arg(s, 1, now_ms - (int64_t)keep_s * 1000);
     if (!rc) rc = jk_stmt_step(s, &has_row);
-    jk_stmt_reset(s);
+    reset(s);
     return rc;
 }
 
@@ -516,8 +522,9 @@ static jk_rc code_insert(jk_conn *c, const char *card_id, const struct jk_card_c
                          const char *mac, int64_t used_ms)
 {
     static const char sql[] =
-        "INSERT INTO card_code (expires_ms, nonce, card_id, mac, used_ms) VALUES (?, ?, ?, ?, ?)";
-    jk_stmt *s;
+        "INSERT INTO card_code (expires_ms, nonce, card_id, mac, used_ms) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT DO NOTHING";
+    jk_stmt *s = NULL;
     int has_row;
     jk_rc rc = jk_conn_prepare(c, sql, &s);
     if (!rc) rc = jk_stmt_int_arg(s, 1, code->expires_s * 1000);
@@ -526,7 +533,9 @@ static jk_rc code_insert(jk_conn *c, const char *card_id, const struct jk_card_c
     if (!rc) rc = text_arg(s, 4, mac);
     if (!rc) rc = used_ms ? jk_stmt_int_arg(s, 5, used_ms) : jk_stmt_null_arg(s, 5);
     if (!rc) rc = jk_stmt_step(s, &has_row);
-    jk_stmt_reset(s);
+    /* A nonce already there: no error (which would abort a PostgreSQL transaction), no row. */
+    if (!rc && jk_stmt_changes(s) != 1) rc = JK_ECONFLICT;
+    reset(s);
     return rc;
 }
 
@@ -541,7 +550,7 @@ jk_rc jk_card_code_known(jk_conn *c, const struct jk_card_code *code,
                          const char mac[JK_CARD_MAC_HEX + 1], int *is_known)
 {
     static const char sql[] = "SELECT mac FROM card_code WHERE expires_ms = ? AND nonce = ?";
-    jk_stmt *s;
+    jk_stmt *s = NULL;
     int has_row = 0;
     *is_known = 0;
     jk_rc rc = jk_conn_prepare(c, sql, &s);
@@ -553,7 +562,7 @@ jk_rc jk_card_code_known(jk_conn *c, const struct jk_card_code *code,
         const char *p = jk_stmt_col_text(s, 0, &n);
         *is_known = p && n == JK_CARD_MAC_HEX && jk_crypto_equal(p, mac, JK_CARD_MAC_HEX);
     }
-    jk_stmt_reset(s);
+    reset(s);
     return rc;
 }
 
@@ -565,14 +574,14 @@ jk_rc jk_card_code_use(jk_conn *c, const char *card_id, const struct jk_card_cod
     static const char sql_use[] =
         "UPDATE card_code SET used_ms = ? WHERE expires_ms = ? AND nonce = ? AND card_id = ?"
         " AND used_ms IS NULL";
-    jk_stmt *s;
+    jk_stmt *s = NULL;
     int has_row = 0;
     char status[12] = "";
     jk_rc rc = jk_conn_prepare(c, sql_status, &s);
     if (!rc) rc = text_arg(s, 1, card_id);
     if (!rc) rc = jk_stmt_step(s, &has_row);
     if (!rc && has_row) rc = copy_col(s, 0, status, sizeof status);
-    jk_stmt_reset(s);
+    reset(s);
     if (rc) return rc;
     if (strcmp(status, "active")) {
         *result = JK_CARD_REVOKED;
@@ -585,7 +594,7 @@ jk_rc jk_card_code_use(jk_conn *c, const char *card_id, const struct jk_card_cod
     if (!rc) rc = text_arg(s, 4, card_id);
     if (!rc) rc = jk_stmt_step(s, &has_row);
     int64_t n = rc ? 0 : jk_stmt_changes(s);
-    jk_stmt_reset(s);
+    reset(s);
     if (rc) return rc;
     *result = JK_CARD_OK;
     if (n == 1) return JK_OK;
@@ -604,7 +613,7 @@ jk_rc jk_card_use_log(jk_conn *c, const char *card_id, const struct jk_card_use 
     static const char sql[] =
         "INSERT INTO card_use (card_id, at_ms, org, role, result) VALUES (?, ?, ?, ?, ?)";
     if (!card_id) return JK_OK;
-    jk_stmt *s;
+    jk_stmt *s = NULL;
     int has_row;
     jk_rc rc = jk_conn_prepare(c, sql, &s);
     if (!rc) rc = text_arg(s, 1, card_id);
@@ -613,7 +622,7 @@ jk_rc jk_card_use_log(jk_conn *c, const char *card_id, const struct jk_card_use 
     if (!rc) rc = text_arg(s, 4, u->role ? u->role : "");
     if (!rc) rc = text_arg(s, 5, u->result);
     if (!rc) rc = jk_stmt_step(s, &has_row);
-    jk_stmt_reset(s);
+    reset(s);
     return rc;
 }
 
@@ -621,7 +630,7 @@ jk_rc jk_card_uses(jk_conn *c, const char *card_id, int limit, jk_card_use_fn fn
 {
     static const char sql[] = "SELECT at_ms, org, role, result FROM card_use WHERE card_id = ?"
                               " ORDER BY seq DESC LIMIT ?";
-    jk_stmt *s;
+    jk_stmt *s = NULL;
     int has_row = 0;
     jk_rc rc = jk_conn_prepare(c, sql, &s);
     if (!rc) rc = text_arg(s, 1, card_id);
@@ -636,6 +645,6 @@ jk_rc jk_card_uses(jk_conn *c, const char *card_id, int limit, jk_card_use_fn fn
         }
         rc = fn(arg, &u);
     }
-    jk_stmt_reset(s);
+    reset(s);
     return rc;
 }
