@@ -433,8 +433,7 @@ jk_rc jk_api_card_list(struct jk_http_req *rq)
 
 static jk_rc qr_work(jk_conn *c, struct card_job *j)
 {
-    return jk_card_code_record(c, j->card.id, &j->code, j->mac, j->now_ms,
-                               card_state.rules.keep_s);
+    return jk_card_code_record(c, j->card.id, &j->code, j->mac, j->now_ms, card_state.rules.keep_s);
 }
 
 static jk_rc qr_answer(struct jk_http_req *rq, struct card_job *j)
@@ -443,16 +442,15 @@ static jk_rc qr_answer(struct jk_http_req *rq, struct card_job *j)
     int64_t exp_ms = j->code.expires_s * 1000;
     struct jk_buf b;
     jk_buf_init(&b, 0);
-    jk_rc rc = jk_buf_printf(&b, "{\"card\":\"%s\",\"content\":\"%s\",\"svg\":\"",
-                             j->card.id, j->content);
+    jk_rc rc =
+        jk_buf_printf(&b, "{\"card\":\"%s\",\"content\":\"%s\",\"svg\":\"", j->card.id, j->content);
     if (!rc) rc = jk_buf_json_escape(&b, j->svg, j->svg_len);
     if (!rc)
-        rc = jk_buf_printf(
-            &b, "\",\"expires_at\":\"%s\",\"refresh_at\":\"%s\",\"ttl_seconds\":%d}",
-            jk_time_iso(exp_ms, exp, sizeof exp),
-            jk_time_iso(exp_ms - card_state.rules.refresh_margin_s * 1000LL, refresh,
-                        sizeof refresh),
-            card_state.rules.ttl_s);
+        rc = jk_buf_printf(&b, "\",\"expires_at\":\"%s\",\"refresh_at\":\"%s\",\"ttl_seconds\":%d}",
+                           jk_time_iso(exp_ms, exp, sizeof exp),
+                           jk_time_iso(exp_ms - card_state.rules.refresh_margin_s * 1000LL, refresh,
+                                       sizeof refresh),
+                           card_state.rules.ttl_s);
     if (rc) {
         jk_buf_free(&b);
         return rc;
@@ -469,8 +467,8 @@ jk_rc jk_api_card_qr(struct jk_http_req *rq)
         return rc;
     char *text = jk_arena_alloc(rq->arena, JK_CARD_CODE_MAX);
     if (!text) return JK_ENOMEM;
-    if ((rc = jk_card_code_make(&card_state.keys, j->card.number, j->now_ms,
-                                card_state.rules.ttl_s, text, JK_CARD_CODE_MAX, &j->code)) ||
+    if ((rc = jk_card_code_make(&card_state.keys, j->card.number, j->now_ms, card_state.rules.ttl_s,
+                                text, JK_CARD_CODE_MAX, &j->code)) ||
         (rc = jk_card_code_mac(&card_state.keys, text, strlen(text), j->mac)))
         return rc;
     j->content = text;
@@ -565,8 +563,8 @@ jk_rc jk_api_card_bind(struct jk_http_req *rq)
                            "organization must be a reference Organization/<id>");
     if ((rc = load_card(rq, j)) || (rc = active_only(rq, j))) return rc;
     /* The blind index is made per kind and hospital: a number is unique only there. */
-    const char *domain = jk_arena_printf(rq->arena, "health-card-binding|%s|%s", kind,
-                                         org ? org : "");
+    const char *domain =
+        jk_arena_printf(rq->arena, "health-card-binding|%s|%s", kind, org ? org : "");
     const char *marker = NULL;
     char *code = jk_arena_alloc(rq->arena, JK_PROTECT_CODE_LEN + 1);
     if (!domain || !code) return JK_ENOMEM;
@@ -575,8 +573,8 @@ jk_rc jk_api_card_bind(struct jk_http_req *rq)
                                              "number cannot be bound as it is")
                                : rc;
     if (!jk_protect_index_code(marker, strlen(marker), code)) return JK_EINTERNAL;
-    j->binding = (struct jk_card_binding){.kind = kind, .org = org ? org : "", .code = code,
-                                          .marker = marker};
+    j->binding = (struct jk_card_binding){
+        .kind = kind, .org = org ? org : "", .code = code, .marker = marker};
     j->detail = kind;
     j->work = bind_work;
     j->answer = bind_answer;
@@ -801,9 +799,9 @@ static jk_rc verify_work(jk_conn *c, struct card_job *j)
 static jk_rc verify_answer(struct jk_http_req *rq, struct card_job *j)
 {
     if (j->result != JK_CARD_OK) {
-        jk_rc rc = jk_diag_add(&rq->diag, refusals[j->result].rc, refusals[j->result].issue,
-                               "content", "%s: %s", jk_card_result_name(j->result),
-                               refusals[j->result].msg);
+        jk_rc rc =
+            jk_diag_add(&rq->diag, refusals[j->result].rc, refusals[j->result].issue, "content",
+                        "%s: %s", jk_card_result_name(j->result), refusals[j->result].msg);
         rq->diag.tail->detail_system = CARD_RESULT_SYS;
         rq->diag.tail->detail_code = jk_card_result_name(j->result);
         return rc;
@@ -853,8 +851,8 @@ static jk_rc verify_reads(struct jk_http_req *rq, struct card_job *j, jk_conn *c
     rc = jk_card_code_mac(&card_state.keys, j->content, j->content_len, j->mac);
     if (!rc && j->is_card_known) rc = jk_card_code_known(c, &j->code, j->mac, &is_known_mac);
     if (rc) return rc;
-    j->result = jk_card_code_check(&card_state.keys, j->content, &j->code, is_known_mac,
-                                   j->now_ms, card_state.rules.ttl_s);
+    j->result = jk_card_code_check(&card_state.keys, j->content, &j->code, is_known_mac, j->now_ms,
+                                   card_state.rules.ttl_s);
     if (j->result == JK_CARD_OK && !j->is_card_known) j->result = JK_CARD_REVOKED;
     if (j->result == JK_CARD_OK && strcmp(j->card.status, "active")) j->result = JK_CARD_REVOKED;
     if (!j->is_card_known) memset(&j->card, 0, sizeof j->card);

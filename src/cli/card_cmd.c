@@ -12,8 +12,8 @@
 #include "mpi/card.h"
 #include "store/store.h"
 
-#define MAX_CODES  1000000
-#define BATCH      5000 /* codes per transaction, printed once it has committed */
+#define MAX_CODES 1000000
+#define BATCH     5000 /* codes per transaction, printed once it has committed */
 
 struct mint {
     const struct jk_card_keys *keys;
@@ -57,7 +57,8 @@ static int codes(const struct jk_config *cfg, const char *which, long count, lon
     struct jk_card card;
     int status = 1;
     if (jk_card_rules_load(NULL, &rules, err, sizeof err) ||
-        jk_keys_load(cfg->keys, &keys, err, sizeof err) || jk_store_open(cfg->db, &db, err, sizeof err)) {
+        jk_keys_load(cfg->keys, &keys, err, sizeof err) ||
+        jk_store_open(cfg->db, &db, err, sizeof err)) {
         fprintf(stderr, "jiankang: %s\n", err);
         goto out;
     }
@@ -78,7 +79,9 @@ static int codes(const struct jk_config *cfg, const char *which, long count, lon
         goto out;
     }
     if (jk_card_keys_init(&ck, keys)) goto out;
-    struct mint m = {.keys = &ck, .card = &card, .ttl_s = ttl_s ? (int)ttl_s : rules.ttl_s,
+    struct mint m = {.keys = &ck,
+                     .card = &card,
+                     .ttl_s = ttl_s ? (int)ttl_s : rules.ttl_s,
                      .keep_s = rules.keep_s};
     if (!(m.text = malloc(BATCH * sizeof *m.text))) goto out;
     for (long done = 0; done < count;) {

@@ -18,10 +18,10 @@
 #include "fhir/rest.h"
 #include "mpi/mpi.h"
 
-#define CODE_PREFIX   "JKHC1"
-#define NONCE_BYTES   16
-#define SIG_B64_MAX   96 /* base64url of a 72-byte DER signature */
-#define EXP_DIGITS    10
+#define CODE_PREFIX    "JKHC1"
+#define NONCE_BYTES    16
+#define SIG_B64_MAX    96 /* base64url of a 72-byte DER signature */
+#define EXP_DIGITS     10
 #define PRUNE_EVERY_MS 60000
 
 static const char *const result_names[] = {
@@ -33,7 +33,7 @@ static const char *const result_names[] = {
 const char *jk_card_result_name(enum jk_card_result r)
 {
     return (unsigned)r < sizeof result_names / sizeof result_names[0] ? result_names[r]
-                                                                       : "malformed";
+                                                                      : "malformed";
 }
 
 /* ---- rules ---- */
@@ -73,9 +73,10 @@ static jk_rc rule_roles(struct json_object *v, const char *path, const char *ptr
 
 jk_rc jk_card_rules_load(const char *path, struct jk_card_rules *out, char *err, size_t errlen)
 {
-    static const char *const codes[] = {"card.code.ttl_seconds", "card.code.refresh_margin_seconds",
-                                        "card.code.keep_seconds", "card.manage_roles",
-                                        "card.verify_roles", NULL};
+    static const char *const codes[] = {
+        "card.code.ttl_seconds",  "card.code.refresh_margin_seconds",
+        "card.code.keep_seconds", "card.manage_roles",
+        "card.verify_roles",      NULL};
     struct json_object *root = NULL, *rules, *rule, *v;
     char ptr[256];
     if (!path) path = jk_card_rules_path();
@@ -171,9 +172,9 @@ enum jk_card_result jk_card_code_parse(const char *s, size_t n, struct jk_card_c
 {
     const char *part[5];
     size_t len[5], k = 0;
-    const char *p = s, *end = s + n;
     memset(out, 0, sizeof *out);
     if (!s || n >= JK_CARD_CODE_MAX) return JK_CARD_MALFORMED;
+    const char *p = s, *end = s + n;
     while (k < 5) {
         const char *dot = memchr(p, '.', (size_t)(end - p));
         part[k] = p;
@@ -358,10 +359,11 @@ jk_rc jk_card_issue(jk_conn *c, const char *patient_id, int64_t now_ms, struct j
     struct jk_arena *a = jk_arena_new(256);
     const char *id = a ? jk_fhir_new_id(a) : NULL;
     if (!id) rc = JK_ENOMEM;
-    if (!rc) rc = strlen(id) < sizeof out->id && strlen(person) < sizeof out->person &&
-                          strlen(patient_id) < sizeof out->patient
-                      ? JK_OK
-                      : JK_EINVAL;
+    if (!rc)
+        rc = strlen(id) < sizeof out->id && strlen(person) < sizeof out->person &&
+                     strlen(patient_id) < sizeof out->patient
+                 ? JK_OK
+                 : JK_EINVAL;
     if (!rc) {
         snprintf(out->id, sizeof out->id, "%s", id);
         snprintf(out->person, sizeof out->person, "%s", person);
@@ -438,9 +440,8 @@ jk_rc jk_card_bind(jk_conn *c, const struct jk_card *card, const struct jk_card_
     static const char sql_find[] =
         "SELECT card.person_id FROM card_binding JOIN card ON card.id = card_binding.card_id"
         " WHERE card_binding.kind = ? AND card_binding.org = ? AND card_binding.code = ?";
-    static const char sql_move[] =
-        "UPDATE card_binding SET card_id = ?, value = ?, created_ms = ?"
-        " WHERE kind = ? AND org = ? AND code = ?";
+    static const char sql_move[] = "UPDATE card_binding SET card_id = ?, value = ?, created_ms = ?"
+                                   " WHERE kind = ? AND org = ? AND code = ?";
     static const char sql_insert[] =
         "INSERT INTO card_binding (kind, org, code, card_id, value, created_ms)"
         " VALUES (?, ?, ?, ?, ?, ?)";
@@ -487,7 +488,7 @@ jk_rc jk_card_bindings(jk_conn *c, const char *card_id, jk_card_binding_fn fn, v
     if (!rc) rc = text_arg(s, 1, card_id);
     while (!rc && !(rc = jk_stmt_step(s, &has_row)) && has_row) {
         size_t n;
-        struct jk_card_binding b;
+        struct jk_card_binding b = {0};
         const char **f[] = {&b.kind, &b.org, &b.code, &b.marker};
         for (int i = 0; i < 4; i++) {
             *f[i] = jk_stmt_col_text(s, i, &n);
@@ -506,8 +507,8 @@ static jk_rc prune(jk_conn *c, int64_t now_ms, int keep_s)
 {
     static const char sql[] = "DELETE FROM card_code WHERE expires_ms < ?";
     int64_t last = atomic_load(&last_prune_ms);
-    if (now_ms - last < PRUNE_EVERY_MS || !atomic_compare_exchange_strong(&last_prune_ms, &last,
-                                                                          now_ms))
+    if (now_ms - last < PRUNE_EVERY_MS ||
+        !atomic_compare_exchange_strong(&last_prune_ms, &last, now_ms))
         return JK_OK;
     jk_stmt *s = NULL;
     int has_row;

@@ -48,13 +48,12 @@ static void make(char *text, struct jk_card_code *code)
 {
     char number[JK_CARD_NUMBER_LEN + 1];
     assert_int_equal(jk_card_new_number(number), JK_OK);
-    assert_int_equal(
-        jk_card_code_make(&ck, number, NOW_MS, TTL_S, text, JK_CARD_CODE_MAX, code), JK_OK);
+    assert_int_equal(jk_card_code_make(&ck, number, NOW_MS, TTL_S, text, JK_CARD_CODE_MAX, code),
+                     JK_OK);
 }
 
 /* Parses and checks text at now_ms with the SM2 signature (no fingerprint shortcut). */
-static enum jk_card_result check_at(const struct jk_card_keys *k, const char *text,
-                                    int64_t now_ms)
+static enum jk_card_result check_at(const struct jk_card_keys *k, const char *text, int64_t now_ms)
 {
     struct jk_card_code c;
     enum jk_card_result r = jk_card_code_parse(text, strlen(text), &c);
@@ -252,18 +251,17 @@ static void test_rules_file(void **state)
     for (size_t i = 0; i < 2; i++) {
         FILE *f = fopen(path, "w");
         assert_non_null(f);
-        fprintf(f,
-                "{\"ruleSet\":\"card\",\"description\":\"t\",\"rules\":{"
-                "\"card.code.ttl_seconds\":{\"value\":120,\"source\":\"s\",\"effective\":"
-                "\"2025-01-01\"},"
-                "\"card.code.refresh_margin_seconds\":{\"value\":30,\"source\":\"s\","
-                "\"effective\":\"2025-01-01\"},"
-                "\"card.code.keep_seconds\":{\"value\":600,\"source\":\"s\",\"effective\":"
-                "\"2025-01-01\"},"
-                "\"card.manage_roles\":{\"value\":[\"resident\"],\"source\":\"s\","
-                "\"effective\":\"2025-01-01\"},"
-                "\"card.verify_roles\":{\"value\":[\"nurse\"],\"source\":\"s\",\"effective\":"
-                "\"2025-01-01\"}}}");
+        fprintf(f, "{\"ruleSet\":\"card\",\"description\":\"t\",\"rules\":{"
+                   "\"card.code.ttl_seconds\":{\"value\":120,\"source\":\"s\",\"effective\":"
+                   "\"2025-01-01\"},"
+                   "\"card.code.refresh_margin_seconds\":{\"value\":30,\"source\":\"s\","
+                   "\"effective\":\"2025-01-01\"},"
+                   "\"card.code.keep_seconds\":{\"value\":600,\"source\":\"s\",\"effective\":"
+                   "\"2025-01-01\"},"
+                   "\"card.manage_roles\":{\"value\":[\"resident\"],\"source\":\"s\","
+                   "\"effective\":\"2025-01-01\"},"
+                   "\"card.verify_roles\":{\"value\":[\"nurse\"],\"source\":\"s\",\"effective\":"
+                   "\"2025-01-01\"}}}");
         fclose(f);
         assert_int_equal(jk_card_rules_load(path, &r, err, sizeof err), JK_OK);
         /* now break one rule */
@@ -338,8 +336,8 @@ struct use_tx {
 static jk_rc use_fn(jk_conn *c, void *arg)
 {
     struct use_tx *x = arg;
-    jk_rc rc = x->is_record ? jk_card_code_record(c, x->card->id, &x->code, x->mac, NOW_MS, 600)
-                            : JK_OK;
+    jk_rc rc =
+        x->is_record ? jk_card_code_record(c, x->card->id, &x->code, x->mac, NOW_MS, 600) : JK_OK;
     return rc ? rc : jk_card_code_use(c, x->card->id, &x->code, x->mac, NOW_MS, &x->result);
 }
 
