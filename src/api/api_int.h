@@ -172,5 +172,17 @@ const char *jk_registration_rules_path(void);
 jk_rc jk_api_register_code(struct jk_http_req *rq);
 jk_rc jk_api_register(struct jk_http_req *rq);
 jk_rc jk_api_register_newborn(struct jk_http_req *rq);
+/* card_api.c: the electronic health card (docs/internals/mpi.md) */
+/* Reads rules/card.json (jk_card_rules_path) and derives the card keys from the platform keys
+ * (which must outlive the server); once, before the server starts. JK_EINVAL or JK_ENOTFOUND
+ * with the reason in err. */
+jk_rc jk_api_card_init(const struct jk_keys *keys, char *err, size_t errlen);
+jk_rc jk_api_card_issue(struct jk_http_req *rq);
+jk_rc jk_api_card_list(struct jk_http_req *rq);
+jk_rc jk_api_card_qr(struct jk_http_req *rq);
+jk_rc jk_api_card_bind(struct jk_http_req *rq);
+jk_rc jk_api_card_revoke(struct jk_http_req *rq);
+jk_rc jk_api_card_uses(struct jk_http_req *rq);
+jk_rc jk_api_card_verify(struct jk_http_req *rq);
 
 #endif

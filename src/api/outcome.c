@@ -26,6 +26,9 @@ jk_rc jk_api_outcome_text(struct jk_http_req *rq, const char *severity, struct j
         const char *sev = severity ? severity : is->rc >= JK_ENOMEM ? "fatal" : "error";
         rc = jk_buf_printf(b, "%s{\"severity\":\"%s\",\"code\":\"%s\"",
                            is == rq->diag.head ? "" : ",", sev, is->code);
+        if (!rc && is->detail_code)
+            rc = jk_buf_printf(b, ",\"details\":{\"coding\":[{\"system\":\"%s\",\"code\":\"%s\"}]}",
+                               is->detail_system, is->detail_code);
         if (!rc && is->msg) {
             rc = jk_buf_puts(b, ",\"diagnostics\":\"");
             if (!rc) rc = jk_buf_json_escape(b, is->msg, strlen(is->msg));

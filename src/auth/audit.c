@@ -68,13 +68,19 @@ static const struct action {
     {"mpi-review", "U", ET_REST, SUB_LOCAL, "mpi-review", "person index: review decided"},
     {"mpi-merge", "U", ET_REST, SUB_LOCAL, "mpi-merge", "person index: merge"},
     {"mpi-unmerge", "U", ET_REST, SUB_LOCAL, "mpi-unmerge", "person index: unmerge"},
+    /* the electronic health card (docs/internals/mpi.md); the reason field is the detail */
+    {"card-issue", "C", ET_REST, SUB_LOCAL, "card-issue", "health card issued"},
+    {"card-bind", "U", ET_REST, SUB_LOCAL, "card-bind", "number bound to a health card"},
+    {"card-revoke", "U", ET_REST, SUB_LOCAL, "card-revoke", "health card revoked"},
+    {"card-qr", "E", ET_REST, SUB_LOCAL, "card-qr", "health card QR code issued"},
+    {"card-verify", "E", ET_REST, SUB_LOCAL, "card-verify", "health card QR code verified"},
 };
 
 /* Actions whose reason field is a detail (why a login failed, what an administrator changed)
  * rather than a break-glass justification: rendered as outcomeDesc, not purposeOfEvent. */
 static int has_detail(const struct action *a)
 {
-    return a->type == ET_AUTH || !strcmp(a->name, "account");
+    return a->type == ET_AUTH || !strcmp(a->name, "account") || !strncmp(a->name, "card-", 5);
 }
 
 static const struct action *action_find(const char *name)

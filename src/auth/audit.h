@@ -35,7 +35,8 @@ struct jk_audit_rec {
     jk_rc outcome;           /* JK_OK, or why it failed or was refused */
     const char *request_id;  /* the X-Request-Id of the request */
     const char *reason;      /* break-glass: the reason given; login, logout, login-failed and
-                              * account: the detail (why it failed, what was changed) */
+                              * account and card-*: the detail (why it failed, what was
+                              * changed, a card verification's result) */
 };
 
 /* The trail's settings, shared read-only by every thread. */
@@ -51,7 +52,8 @@ void jk_audit_init(struct jk_audit *au, const jk_sm2 *key);
 
 /* Whether action is one the trail knows: read, vread, history, search, create, update,
  * patch, delete, operation, export, login, logout, login-failed, refused, break-glass,
- * account (an administrator changed an account). */
+ * account (an administrator changed an account), card-issue, card-bind, card-revoke, card-qr,
+ * card-verify (the electronic health card; reason: the detail, e.g. a verification's result). */
 int jk_audit_action_known(const char *action);
 
 /* Appends r to the chain, inside the caller's transaction on c (a jk_tx_fn's connection), so

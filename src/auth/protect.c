@@ -431,6 +431,21 @@ static jk_rc marker_make(int is_phone, const char *domain, const char *s, size_t
     return JK_OK;
 }
 
+jk_rc jk_protect_seal_value(struct jk_arena *a, const char *domain, const char *value,
+                            const char **marker)
+{
+    char m[MARKER_MAX + 1];
+    size_t n = value ? strlen(value) : 0, len = 0;
+    *marker = NULL;
+    if (!st.is_ready) return JK_EINTERNAL;
+    if (!n || n > JK_BLIND_MAX_VALUE || strchr(value, '*') || !strncmp(value, MARKER, MARKER_LEN))
+        return JK_EINVAL;
+    jk_rc rc = marker_make(0, domain, value, n, m, &len);
+    if (rc) return rc;
+    *marker = jk_arena_strndup(a, m, len);
+    return *marker ? JK_OK : JK_ENOMEM;
+}
+
 /* ---- walking a resource ---- */
 
 struct walk {

@@ -47,6 +47,14 @@ jk_rc jk_protect_start(const char *keys_path, char *err, size_t errlen);
  * hold the values. */
 jk_rc jk_protect_seal(struct json_object *res, struct jk_diag *d);
 
+/* Seals one number kept outside a resource (a number bound to a health card) into a marker
+ * of kind "id" in a, its blind index made in domain (which commits the marker to it): stored
+ * as it is, its index code from jk_protect_index_code, shown masked by jk_protect_view.
+ * JK_EINVAL for an empty value or one past JK_BLIND_MAX_VALUE bytes, a value holding '*' (a
+ * masked number sent back) or starting with "jkenc:"; JK_EINTERNAL before jk_protect_init. */
+jk_rc jk_protect_seal_value(struct jk_arena *a, const char *domain, const char *value,
+                            const char **marker);
+
 /* Turns every marker in res back into its clear value, in place: a stored resource about to
  * be changed and sealed again (PATCH, $meta-add). JK_EINTERNAL, logged with the element but
  * not the value, when a marker does not open (changed in the database, or other keys). */

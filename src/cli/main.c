@@ -14,6 +14,7 @@
 #include "auth/protect.h"
 #include "mpi/mpi.h"
 #include "cli/audit_cmd.h"
+#include "cli/card_cmd.h"
 #include "cli/import.h"
 #include "cli/user_cmd.h"
 #include "core/arena.h"
@@ -39,6 +40,7 @@ static const char usage_main[] =
     "  user      add, change, lock, unlock and list accounts (jiankang user --help)\n"
     "  audit     audit verify: check the audit chain and its signed checkpoints\n"
     "  keys      keys init: create the key file; keys public: print the public key\n"
+    "  card      card codes: valid QR codes of a health card, for load tests\n"
     "\n"
     "options of every command:\n"
     "  --config FILE     settings file (key = value lines)\n"
@@ -74,6 +76,12 @@ static const char usage_keys[] =
     "usage: jiankang keys init|public [--config FILE] [--keys PATH]\n"
     "init creates the key file (mode 0600; an existing one is never replaced) and prints the\n"
     "platform public key; public prints the public key of the key file.\n";
+static const char usage_card[] =
+    "usage: jiankang card codes CARD COUNT [TTL_SECONDS] [--config FILE] [--db URL] [--keys PATH]\n"
+    "Prints COUNT valid dynamic QR codes of the active health card CARD (its id or number), one\n"
+    "per line, each usable once and valid TTL_SECONDS (default: rules/card.json), recorded in\n"
+    "the database as issued. Signs with the key file (never creates one): for load tests of\n"
+    "POST /api/cards/verify (bench/card.sh) and for checking a desk's scanner.\n";
 static const char usage_import[] =
     "usage: jiankang import [--config FILE] [--db URL] [--jobs N] PATH...\n"
     "Migrates, then loads every PATH: a .json file (a transaction, batch or collection Bundle,\n"
@@ -247,6 +255,11 @@ static int cmd_keys(struct cli *cli)
     return jk_cli_keys(&cli->cfg, cli->paths, cli->n_paths);
 }
 
+static int cmd_card(struct cli *cli)
+{
+    return jk_cli_card(&cli->cfg, cli->paths, cli->n_paths);
+}
+
 static int cmd_import(struct cli *cli)
 {
     return jk_cli_import(&cli->cfg, cli->paths, cli->n_paths, cli->jobs);
@@ -315,7 +328,8 @@ static int cmd_serve(struct cli *cli)
     struct jk_audit_ticker *ticker = NULL;
     int status = 1;
     if (jk_security_rules_load(jk_security_rules_path(), &sec, err, sizeof err) ||
-        jk_sms_init(cfg->sms, err, sizeof err) || jk_api_resident_init(keys, err, sizeof err))
+        jk_sms_init(cfg->sms, err, sizeof err) || jk_api_resident_init(keys, err, sizeof err) ||
+        jk_api_card_init(keys, err, sizeof err))
         fprintf(stderr, "jiankang: %s\n", err);
     else if (!jk_api_auth_init(&sec) && !jk_api_audit_init(keys) &&
              !jk_audit_ticker_start(&audit, db, &ticker) && !jk_http_start(&hc, &app.srv))
@@ -370,6 +384,7 @@ int main(int argc, char **argv)
         {"serve", usage_serve, cmd_serve, 0}, {"migrate", usage_migrate, cmd_migrate, 0},
         {"demo", usage_demo, cmd_demo, 0},    {"import", usage_import, cmd_import, 1},
         {"audit", usage_audit, cmd_audit, 1}, {"keys", usage_keys, cmd_keys, 1},
+        {"card", usage_card, cmd_card, 1},
     };
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
         !strcmp(argv[1], "help")) {

@@ -15,6 +15,9 @@ struct jk_issue {
                        * "value", "code-invalid", "too-long", "not-found", ... */
     const char *expr; /* FHIRPath of the element ("Patient.birthDate"), or NULL */
     const char *msg;  /* what is wrong, in words a person can act on */
+    /* A stable code of the platform for what is wrong, as issue.details.coding (system,
+     * code), for clients that act on it (static strings; NULL: none). Set after adding. */
+    const char *detail_system, *detail_code;
     struct jk_issue *next;
 };
 

@@ -176,6 +176,27 @@ static const char *const migrations[] = {
      * as a keyed hash, the code as a keyed hash of phone and code, never either in clear */
     "CREATE TABLE reg_code (phone_key TEXT PRIMARY KEY, code_hash TEXT NOT NULL,"
     " sent_ms BIGINT NOT NULL, expires_ms BIGINT NOT NULL, attempts INTEGER NOT NULL);",
+
+    /* 9: electronic health cards (docs/internals/mpi.md): cards (one active per person),
+     * numbers bound to them (sealed, found by blind index code), the nonces of dynamic QR
+     * codes issued and used (pruned after expiry; keyed by expiry first, so that inserts and
+     * look-ups stay on the B-tree's recent pages), and the log of every verification */
+    "CREATE TABLE card (id TEXT PRIMARY KEY, number TEXT NOT NULL, person_id TEXT NOT NULL,"
+    " patient_id TEXT NOT NULL, status TEXT NOT NULL, issued_ms BIGINT NOT NULL,"
+    " revoked_ms BIGINT, reason TEXT NOT NULL DEFAULT '');"
+    "CREATE UNIQUE INDEX card_number ON card (number);"
+    "CREATE UNIQUE INDEX card_active ON card (person_id) WHERE status = 'active';"
+    "CREATE INDEX card_person ON card (person_id, issued_ms);"
+    "CREATE TABLE card_binding (kind TEXT NOT NULL, org TEXT NOT NULL, code TEXT NOT NULL,"
+    " card_id TEXT NOT NULL, value TEXT NOT NULL, created_ms BIGINT NOT NULL,"
+    " PRIMARY KEY (kind, org, code));"
+    "CREATE INDEX card_binding_card ON card_binding (card_id);"
+    "CREATE TABLE card_code (expires_ms BIGINT NOT NULL, nonce TEXT NOT NULL,"
+    " card_id TEXT NOT NULL, mac TEXT NOT NULL, used_ms BIGINT,"
+    " PRIMARY KEY (expires_ms, nonce));"
+    "CREATE TABLE card_use (seq @SERIAL_PK@, card_id TEXT NOT NULL, at_ms BIGINT NOT NULL,"
+    " org TEXT NOT NULL, role TEXT NOT NULL, result TEXT NOT NULL);"
+    "CREATE INDEX card_use_card ON card_use (card_id, seq);",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
