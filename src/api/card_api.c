@@ -15,6 +15,7 @@
 #include "fhir/json.h"
 #include "fhir/rest.h"
 #include "mpi/card.h"
+#include "mpi/mpi.h"
 
 #define CARD_JSON         "application/json; charset=utf-8"
 #define CARD_RESULT_SYS   "https://jiankang.example/fhir/CodeSystem/health-card-verification"
@@ -374,9 +375,10 @@ struct person_set {
 static jk_rc add_person_of(struct jk_http_req *rq, jk_conn *c, const char *patient,
                            struct person_set *ps)
 {
-    char person[JK_CARD_ID_MAX];
-    jk_rc rc = jk_card_person_lookup(c, patient, person);
-    if (rc || !person[0] || ps->n == MAX_PERSONS) return rc;
+    char person[JK_MPI_ID_MAX];
+    jk_rc rc = jk_mpi_person_find(c, patient, person);
+    if (rc == JK_ENOTFOUND) return JK_OK; /* the index has not seen it: no card */
+    if (rc || ps->n == MAX_PERSONS) return rc;
     for (size_t i = 0; i < ps->n; i++)
         if (!strcmp(ps->ids[i], person)) return JK_OK;
     ps->ids[ps->n] = jk_arena_strdup(rq->arena, person);

@@ -328,20 +328,6 @@ jk_rc jk_card_by_number(jk_conn *c, const char *number, struct jk_card *out)
     return card_one(c, sql, number, out);
 }
 
-jk_rc jk_card_person_lookup(jk_conn *c, const char *patient_id, char person[JK_CARD_ID_MAX])
-{
-    static const char sql[] = "SELECT person_id FROM mpi_record WHERE patient_id = ?";
-    jk_stmt *s = NULL;
-    int has_row = 0;
-    person[0] = '\0';
-    jk_rc rc = jk_conn_prepare(c, sql, &s);
-    if (!rc) rc = text_arg(s, 1, patient_id);
-    if (!rc) rc = jk_stmt_step(s, &has_row);
-    if (!rc && has_row) rc = copy_col(s, 0, person, JK_CARD_ID_MAX);
-    reset(s);
-    return rc;
-}
-
 jk_rc jk_card_issue(jk_conn *c, const char *patient_id, int64_t now_ms, struct jk_card *out)
 {
     static const char sql_insert[] =

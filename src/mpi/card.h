@@ -124,10 +124,6 @@ jk_rc jk_card_issue(jk_conn *c, const char *patient_id, int64_t now_ms, struct j
 jk_rc jk_card_get(jk_conn *c, const char *id, struct jk_card *out);
 jk_rc jk_card_by_number(jk_conn *c, const char *number, struct jk_card *out);
 
-/* The person of Patient patient_id as the index knows it, without making one: "" when the
- * index has not seen the Patient. */
-jk_rc jk_card_person_lookup(jk_conn *c, const char *patient_id, char person[JK_CARD_ID_MAX]);
-
 /* Calls fn for every card of person, newest first. A non-zero rc from fn stops and is
  * returned. */
 typedef jk_rc (*jk_card_fn)(void *arg, const struct jk_card *card);
