@@ -142,4 +142,8 @@ jk_rc jk_api_audit_read(struct jk_http_req *rq);
 jk_rc jk_api_audit_refuse(struct jk_http_req *rq);
 jk_rc jk_api_access_log(struct jk_http_req *rq);
 
+/* web_api.c: the web pages, static files of the web directory (no token needed) */
+jk_rc jk_api_web_index(struct jk_http_req *rq); /* GET /: index.html */
+jk_rc jk_api_web_file(struct jk_http_req *rq);  /* GET /web/<path> */
+
 #endif
