@@ -10,7 +10,7 @@ const $ = (id) => document.getElementById(id);
 const MIN_REFRESH_MS = 2000;
 const MAX_REFRESH_MS = 10 * 60 * 1000;
 
-const state = { me: null, patient: null, card: null, qr: null, uses: null, timer: null };
+const state = { me: null, patient: null, card: null, qr: null, uses: null, timer: null, orgNames: {} };
 
 function renderMe() {
   const p = state.patient;
@@ -30,7 +30,7 @@ function renderCard() {
   $("card-show").hidden = !c;
   $("uses").hidden = !c;
   if (!c) return;
-  $("card-number").textContent = c.number || c.id;
+  $("card-number").textContent = grouped(c.number || c.id);
   const sk = "card.status." + c.status;
   $("card-status").textContent = t(sk) !== sk ? t(sk) : c.status || "";
   renderQr();
@@ -54,17 +54,29 @@ function textOf(prefix, v) {
   return v && t(k) !== k ? t(k) : v || "";
 }
 
+// Card numbers are long: shown in groups of four, like a bank card.
+function grouped(number) {
+  return String(number || "").replace(/(.{4})(?=.)/g, "$1 ");
+}
+
 function renderUses() {
   const uses = state.uses || [];
   $("uses-none").hidden = uses.length > 0;
-  $("uses-table").hidden = uses.length === 0;
-  $("uses-body").replaceChildren(
+  $("uses-list").replaceChildren(
     ...uses.map((u) =>
-      el("tr", {},
-        el("td", {}, fmtTime(u.at)),
-        el("td", {}, u.organization_name || u.organization || ""),
-        el("td", {}, textOf("role.", u.role)),
-        el("td", {}, textOf("uses.result.", u.result)))));
+      el("li", {},
+        el("div", {}, el("time", { datetime: u.at }, fmtTime(u.at)), " · ", textOf("role.", u.role),
+          " · ", el("strong", {}, textOf("uses.result.", u.result))),
+        el("div", { class: "muted" }, state.orgNames[u.organization] || u.organization || ""))));
+}
+
+// The names of the organisations in the usage log (the directory is readable by residents).
+async function loadOrgNames(uses) {
+  const refs = [...new Set(uses.map((u) => u.organization).filter((o) => /^Organization\/[A-Za-z0-9.-]+$/.test(o || "")))];
+  await Promise.all(refs.filter((r) => !(r in state.orgNames)).map(async (r) => {
+    const res = await api("GET", "/fhir/R4/" + r);
+    state.orgNames[r] = res.ok && res.body && res.body.name ? res.body.name : r;
+  }));
 }
 
 function renderAll() {
@@ -104,6 +116,7 @@ async function loadUses() {
   const res = await api("GET", "/api/cards/" + encodeURIComponent(state.card.id) + "/uses");
   if (res.ok && res.body) {
     state.uses = res.body.uses || [];
+    await loadOrgNames(state.uses);
     say($("uses-error"), "");
   } else {
     say($("uses-error"), errorText(res), "error");

@@ -80,10 +80,6 @@ export const strings = {
 
     "uses.title": "用卡记录",
     "uses.none": "暂无用卡记录。",
-    "uses.at": "时间",
-    "uses.organization": "机构",
-    "uses.role": "人员",
-    "uses.result": "结果",
     "uses.reload": "刷新记录",
 
     "staff.title": "医务人员工作台",
@@ -234,10 +230,6 @@ export const strings = {
 
     "uses.title": "Card use",
     "uses.none": "The card has not been used yet.",
-    "uses.at": "Time",
-    "uses.organization": "Organisation",
-    "uses.role": "By",
-    "uses.result": "Result",
     "uses.reload": "Reload",
 
     "staff.title": "Health worker desk",
