@@ -61,7 +61,7 @@ test("a resident registers with a code sent to the phone and lands on their own 
   await page.getByRole("link", { name: "还没有账号？实名注册" }).click();
   await page.waitForURL(/\/web\/register\.html$/);
   const f = { name: "林晓燕", number: citizenId("350102", "1990-05-17", "124"), phone: "13700001234",
-    username: "lin-xiaoyan", password: "Lin-Xiaoyan-2025" };
+    username: "lin-xiaoyan", password: "Spring-Garden-2025" };
   await fillForm(page, f);
   const from = server.log.length;
   await page.getByRole("button", { name: "获取验证码" }).click();
@@ -89,7 +89,7 @@ test("a wrong code and a mistyped identity number are shown at their fields", as
   await page.goto(server.base + "/web/register.html");
   const good = citizenId("350102", "1988-01-09", "135");
   const f = { name: "陈晨", number: good.slice(0, 17) + (good[17] === "1" ? "2" : "1"), phone: "13700005678",
-    username: "chen-chen", password: "Chen-Chen-2025a" };
+    username: "chen-chen", password: "Autumn-River-2025b" };
   await fillForm(page, f);
   const from = server.log.length;
   await page.getByRole("button", { name: "获取验证码" }).click();
@@ -100,6 +100,9 @@ test("a wrong code and a mistyped identity number are shown at their fields", as
   await page.getByRole("button", { name: "注册" }).click();
   await page.getByRole("alert").waitFor();
   await page.waitForSelector('#docnumber[aria-invalid="true"]');
+  const said = await page.locator("#docnumber-error").textContent();
+  assert.ok(said.length > 0, "the server's reason is shown under the field");
+  assert.equal(await page.getAttribute("#docnumber", "aria-describedby"), "docnumber-error", "and read out with it");
   assert.equal(new URL(page.url()).pathname, "/web/register.html");
   // Corrected number, wrong code: the code's field is marked.
   await page.getByLabel("证件号码").fill(good);
