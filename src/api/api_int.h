@@ -120,6 +120,11 @@ const struct jk_security_rules *jk_api_security_rules(void);
 /* Counts one request of cls from the client's address and, when account is not NULL, from
  * that account. 0 when allowed; else the seconds to wait, with Retry-After already added. */
 int jk_api_rate_limit(struct jk_http_req *rq, enum jk_rate_class cls, const char *account);
+/* Counts one request in the bucket of cls (a name of the caller's own: "register/phone") and
+ * key under rule rr. 0 when allowed; else the seconds to wait, Retry-After already added. */
+struct jk_rate_rule;
+int jk_api_rate_take(struct jk_http_req *rq, const char *cls, const char *key,
+                     const struct jk_rate_rule *rr);
 /* Responds 429 with an OperationOutcome (issue code "throttled"). */
 jk_rc jk_api_send_throttled(struct jk_http_req *rq, int wait_s);
 /* The principal of the request's bearer token into *out. JK_EUNAUTH (with a diagnostic and
@@ -145,5 +150,16 @@ jk_rc jk_api_access_log(struct jk_http_req *rq);
 /* web_api.c: the web pages, static files of the web directory (no token needed) */
 jk_rc jk_api_web_index(struct jk_http_req *rq); /* GET /: index.html */
 jk_rc jk_api_web_file(struct jk_http_req *rq);  /* GET /web/<path> */
+
+/* resident_api.c: real-name registration and newborns (docs/internals/mpi.md) */
+/* Reads the registration rules (jk_registration_rules_path()) and derives the key under which
+ * codes are hashed from the platform keys; once, before the server starts. JK_EINVAL with
+ * "FILE: /pointer: what is wrong" in err. */
+jk_rc jk_api_resident_init(const struct jk_keys *keys, char *err, size_t errlen);
+/* The registration rules file: $JIANKANG_REGISTRATION_RULES, else rules/registration.json. */
+const char *jk_registration_rules_path(void);
+jk_rc jk_api_register_code(struct jk_http_req *rq);
+jk_rc jk_api_register(struct jk_http_req *rq);
+jk_rc jk_api_register_newborn(struct jk_http_req *rq);
 
 #endif

@@ -152,6 +152,19 @@ int jk_api_rate_limit(struct jk_http_req *rq, enum jk_rate_class cls, const char
     return wait;
 }
 
+int jk_api_rate_take(struct jk_http_req *rq, const char *cls, const char *key,
+                     const struct jk_rate_rule *rr)
+{
+    if (!jk_api_security_rules()) return 0; /* the rate table's key is made there */
+    int wait = rate_take(cls, key, rr, jk_time_now_ms());
+    if (wait) {
+        char v[24];
+        snprintf(v, sizeof v, "%d", wait);
+        jk_http_add_header(rq, "Retry-After", v);
+    }
+    return wait;
+}
+
 jk_rc jk_api_send_throttled(struct jk_http_req *rq, int wait_s)
 {
     struct jk_buf b;

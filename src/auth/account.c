@@ -529,6 +529,8 @@ static const char sql_insert[] =
     " VALUES (?, ?, ?, ?, ?, ?, 0, 0, 0, ?, ?, ?)";
 static const char sql_find[] = "SELECT " ACCOUNT_COLS " FROM account WHERE username = ?";
 static const char sql_get[] = "SELECT " ACCOUNT_COLS " FROM account WHERE id = ?";
+static const char sql_find_link[] =
+    "SELECT " ACCOUNT_COLS " FROM account WHERE link = ? ORDER BY id LIMIT 1";
 static const char sql_list[] = "SELECT " ACCOUNT_COLS " FROM account ORDER BY username";
 static const char sql_set_password[] =
     "UPDATE account SET pw_hash = ?, password_set_ms = ?, failed_count = 0, locked_until_ms = 0"
@@ -639,6 +641,11 @@ static jk_rc find_one(jk_conn *c, const char *sql, const char *name, int64_t id,
 jk_rc jk_account_find(jk_conn *c, const char *username, struct jk_account *out)
 {
     return find_one(c, sql_find, username, 0, out);
+}
+
+jk_rc jk_account_find_link(jk_conn *c, const char *link, struct jk_account *out)
+{
+    return find_one(c, sql_find_link, link, 0, out);
 }
 
 jk_rc jk_account_get(jk_conn *c, int64_t id, struct jk_account *out)

@@ -177,6 +177,9 @@ jk_rc jk_account_insert(jk_conn *c, struct jk_account *a);
  * there is none. */
 jk_rc jk_account_find(jk_conn *c, const char *username, struct jk_account *out);
 
+/* Reads the first account linked to link ("Patient/x") into *out. JK_ENOTFOUND when none is. */
+jk_rc jk_account_find_link(jk_conn *c, const char *link, struct jk_account *out);
+
 /* Reads the account with id into *out. JK_ENOTFOUND when there is none. */
 jk_rc jk_account_get(jk_conn *c, int64_t id, struct jk_account *out);
 

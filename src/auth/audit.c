@@ -62,6 +62,7 @@ static const struct action {
     {"refused", "E", ET_ALERT, SUB_LOCAL, "refused", "access refused"},
     {"break-glass", "E", ET_ALERT, SUB_LOCAL, "break-glass", "emergency access"},
     {"account", "U", ET_ALERT, SUB_DCM, "110137", "User Security Attributes Changed"},
+    {"register", "C", ET_AUTH, SUB_LOCAL, "register", "real-name registration"},
 };
 
 /* Actions whose reason field is a detail (why a login failed, what an administrator changed)

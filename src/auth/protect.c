@@ -46,6 +46,7 @@ struct id_type {
 struct rules {
     struct jk_arena *arena; /* every string below */
     const char *systems[MAX_SYSTEMS];
+    const char *system_names[MAX_SYSTEMS]; /* the <name> of identity.system.<name> */
     size_t n_systems;
     struct id_type types[MAX_SYSTEMS];
     size_t n_types;
@@ -285,6 +286,9 @@ static jk_rc rules_check(struct json_object *root, const char *path, struct rule
                                  code);
         if ((rc = jk_rules_rule(rule, path, code, ptr, sizeof ptr, &v, err, errlen))) return rc;
         if ((rc = rule_value(kind, v, path, ptr, r, err, errlen))) return rc;
+        if (kind == R_SYSTEM && !(r->system_names[r->n_systems - 1] = jk_arena_strdup(
+                                      r->arena, family_name(code, "identity.system.", 0))))
+            return JK_ENOMEM;
     }
     for (size_t i = 0; i < N_FIXED; i++) {
         snprintf(ptr, sizeof ptr, "/rules/%s", fixed_rules[i].code);
@@ -770,4 +774,18 @@ jk_rc jk_protect_search_codes(struct jk_arena *a, const char *system, const char
     }
     *codes = out;
     return JK_OK;
+}
+
+const char *jk_protect_system_name(const char *system)
+{
+    for (size_t i = 0; system && st.is_ready && i < st.r.n_systems; i++)
+        if (!strcmp(st.r.systems[i], system)) return st.r.system_names[i];
+    return NULL;
+}
+
+const char *jk_protect_system_of(const char *name)
+{
+    for (size_t i = 0; name && st.is_ready && i < st.r.n_systems; i++)
+        if (!strcmp(st.r.system_names[i], name)) return st.r.systems[i];
+    return NULL;
 }

@@ -74,4 +74,11 @@ int jk_protect_index_code(const char *s, size_t n, char code[JK_PROTECT_CODE_LEN
 jk_rc jk_protect_search_codes(struct jk_arena *a, const char *system, const char *value,
                               const char ***codes, size_t *n);
 
+/* The <name> of the rule identity.system.<name> whose value is system ("citizen-id" for
+ * urn:oid:2.16.156.10011.1.3), or NULL when no rule lists it (or before jk_protect_init). */
+const char *jk_protect_system_name(const char *system);
+
+/* The Identifier.system of rule identity.system.<name>, or NULL when there is none. */
+const char *jk_protect_system_of(const char *name);
+
 #endif

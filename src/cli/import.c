@@ -27,6 +27,7 @@
 #include "fhir/rest.h"
 #include "fhir/search.h"
 #include "fhir/validate.h"
+#include "mpi/idnum.h"
 #include "store/resource.h"
 #include "store/store.h"
 
@@ -1478,7 +1479,8 @@ static void summary(struct imp *im, const char *backend, int64_t now_us)
 static int open_db(struct imp *im)
 {
     char err[JK_PROTECT_ERR];
-    if (jk_protect_start(im->cfg->keys, err, sizeof err)) { /* identity numbers are sealed */
+    if (jk_protect_start(im->cfg->keys, err, sizeof err) || /* identity numbers are sealed */
+        jk_idnum_init(NULL, err, sizeof err)) {             /* and checked */
         fprintf(stderr, "jiankang: %s\n", err);
         return -1;
     }

@@ -22,6 +22,8 @@
 #include "core/time.h"
 #include "fhir/rest.h"
 #include "fhir/validate.h"
+#include "mpi/idnum.h"
+#include "notify/sms.h"
 
 static const char usage_main[] =
     "usage: jiankang COMMAND [OPTIONS]\n"
@@ -192,7 +194,8 @@ static int cmd_demo(struct cli *cli)
         return 1;
     }
     char perr[JK_PROTECT_ERR];
-    if (jk_protect_start(cli->cfg.keys, perr, sizeof perr)) { /* identity numbers are sealed */
+    if (jk_protect_start(cli->cfg.keys, perr, sizeof perr) || /* identity numbers are sealed */
+        jk_idnum_init(NULL, perr, sizeof perr)) {             /* and checked */
         fprintf(stderr, "jiankang: %s\n", perr);
         json_object_put(bundle);
         return 1;
@@ -266,7 +269,8 @@ static int cmd_serve(struct cli *cli)
     signal(SIGPIPE, SIG_IGN);
 
     char perr[JK_PROTECT_ERR];
-    if (jk_protect_start(cfg->keys, perr, sizeof perr)) { /* identity numbers are sealed */
+    if (jk_protect_start(cfg->keys, perr, sizeof perr) || /* identity numbers are sealed */
+        jk_idnum_init(NULL, perr, sizeof perr)) {         /* and checked */
         fprintf(stderr, "jiankang: %s\n", perr);
         return 1;
     }
@@ -312,7 +316,8 @@ static int cmd_serve(struct cli *cli)
     char err[JK_RULES_ERR];
     struct jk_audit_ticker *ticker = NULL;
     int status = 1;
-    if (jk_security_rules_load(jk_security_rules_path(), &sec, err, sizeof err))
+    if (jk_security_rules_load(jk_security_rules_path(), &sec, err, sizeof err) ||
+        jk_sms_init(cfg->sms, err, sizeof err) || jk_api_resident_init(keys, err, sizeof err))
         fprintf(stderr, "jiankang: %s\n", err);
     else if (!jk_api_auth_init(&sec) && !jk_api_audit_init(keys) &&
              !jk_audit_ticker_start(&audit, db, &ticker) && !jk_http_start(&hc, &app.srv))

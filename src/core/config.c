@@ -35,6 +35,7 @@ static const struct key {
     {"access_log", K_BOOL, offsetof(struct jk_config, access_log), 0, 0, 1, "on or off"},
     {"security", K_BOOL, offsetof(struct jk_config, security), 0, 0, 1,
      "on, or off for development only (no token, no check, no audit)"},
+    STR(sms, "SMS gateway adapter for registration codes: log (writes them to the server log)"),
     NUM(max_body_bytes, 1024, 1L << 30, "largest request body"),
     NUM(max_url_bytes, 256, 1L << 20, "longest URL"),
     NUM(max_headers, 8, 10000, "most request headers"),
@@ -58,6 +59,7 @@ void jk_config_defaults(struct jk_config *cfg)
     snprintf(cfg->web_dir, sizeof cfg->web_dir, "web");
     cfg->access_log = 1;
     cfg->security = 1;
+    snprintf(cfg->sms, sizeof cfg->sms, "log");
     cfg->max_body_bytes = 16L << 20;
     cfg->max_url_bytes = 8192;
     cfg->max_headers = 100;

@@ -17,6 +17,7 @@ struct jk_config {
     long threads;       /* HTTP worker threads; 0 = number of cores */
     long access_log;    /* 1: one JSON line per request */
     long security;      /* 1 (on): tokens, authorisation and audit; 0: development only */
+    char sms[32];       /* the SMS gateway adapter (src/notify/sms.c): "log" */
     long max_body_bytes;
     long max_url_bytes;
     long max_headers;

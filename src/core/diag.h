@@ -23,6 +23,8 @@ struct jk_diag {
     struct jk_issue *head, *tail;
     size_t n_issues;
     size_t max_issues; /* later issues are counted but not kept (0 = 100) */
+    int is_en;         /* messages written in two languages are given in English (the request's
+                        * Accept-Language prefers it), else in Simplified Chinese */
 };
 
 /* Starts an empty list whose issues live in arena. */
@@ -32,6 +34,15 @@ void jk_diag_init(struct jk_diag *d, struct jk_arena *arena);
  * copied into the arena. Returns rc, so callers can write `return jk_diag_add(...)`. */
 jk_rc jk_diag_add(struct jk_diag *d, jk_rc rc, const char *code, const char *expr, const char *fmt,
                   ...) __attribute__((format(printf, 5, 6)));
+
+/* jk_diag_add with a message written in Simplified Chinese (zh) and English (en), of which
+ * d->is_en picks one. */
+jk_rc jk_diag_add_text(struct jk_diag *d, jk_rc rc, const char *code, const char *expr,
+                       const char *zh, const char *en);
+
+/* Whether an Accept-Language header value (RFC 9110 12.5.4; NULL when absent) ranks English
+ * above Chinese: "en", "en-US,en;q=0.9" yes; "zh-CN,zh;q=0.9,en;q=0.8", "fr" or none no. */
+int jk_diag_prefers_en(const char *accept_language);
 
 /* The rc of the first issue, or JK_OK when there is none. */
 jk_rc jk_diag_rc(const struct jk_diag *d);

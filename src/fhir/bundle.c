@@ -895,6 +895,7 @@ jk_rc jk_fhir_bundle_prepare(struct jk_bundle_ctx *bx, struct json_object *bundl
         struct entry *e = &job->e[i];
         e->index = i;
         jk_diag_init(&e->diag, bx->arena);
+        e->diag.is_en = bx->diag->is_en; /* the request's language */
     }
     for (size_t i = 0; i < job->n && !rc; i++) {
         struct entry *e = &job->e[i];

@@ -13,6 +13,7 @@
 #include "fhir/extract.h"
 #include "fhir/json.h"
 #include "fhir/search.h"
+#include "mpi/idnum.h"
 
 /* A conditional write needs to tell no match, one match and several apart: two is enough. */
 #define MAX_MATCHES 2
@@ -124,6 +125,91 @@ static jk_rc index_rows(struct jk_arena *a, struct json_object *res, struct jk_i
     return jk_fhir_extract(a, res, out, n);
 }
 
+/* Adds the refusal e of element expr: "idnum.check_digit: 公民身份号码校验位错误，应为 X". */
+static jk_rc doc_issue(struct jk_diag *d, const char *expr, const struct jk_idnum_err *e)
+{
+    return jk_diag_add(d, JK_EINVAL, "value", expr, "%s: %s", e->code, d->is_en ? e->en : e->zh);
+}
+
+/* What the identity documents of a person resource said: its birth date and sex. */
+struct doc_facts {
+    char birth[11], sex;
+    int n_bad;
+};
+
+static void check_identifier(struct jk_fhir_write *w, struct json_object *ident, size_t i,
+                             struct doc_facts *f)
+{
+    enum jk_idnum_type t;
+    struct jk_idnum doc;
+    struct jk_idnum_err e = {0};
+    const char *name = jk_protect_system_name(jk_json_str(ident, "system"));
+    const char *value = jk_json_str(ident, "value");
+    if (!name || !value || !jk_idnum_type_by_name(name, &t) || !strncmp(value, "jkenc:", 6))
+        return; /* not a document, no value (validation says so), or a marker (seal refuses) */
+    char expr[96];
+    snprintf(expr, sizeof expr, "%s.identifier[%zu].value", w->type, i);
+    /* a writer that left now_ms unset (0) means now: a birth date is checked against today */
+    jk_rc rc = jk_idnum_check(t, value, NULL, w->now_ms ? w->now_ms : jk_time_now_ms(), &doc, &e);
+    if (rc) {
+        f->n_bad++;
+        if (rc == JK_EINVAL)
+            doc_issue(w->diag, expr, &e);
+        else
+            jk_diag_add(w->diag, rc, NULL, expr, "the identity document cannot be checked");
+        return;
+    }
+    if (strcmp(value, doc.number)) /* normalised: the blind index of both forms is the same */
+        json_object_object_add(ident, "value", json_object_new_string(doc.number));
+    if (doc.birth[0] && !f->birth[0]) memcpy(f->birth, doc.birth, sizeof f->birth);
+    if (doc.sex && !f->sex) f->sex = doc.sex;
+}
+
+/* The identity documents of a Patient, RelatedPerson or Practitioner (identifiers whose system
+ * is an identity.system rule naming a document type): each number valid (JK_EINVAL naming
+ * the element otherwise) and normalised in place; birthDate and gender taken from the number
+ * when absent, and refused when they contradict it. */
+static jk_rc check_documents(struct jk_fhir_write *w)
+{
+    struct json_object *ids, *v;
+    if (strcmp(w->type, "Patient") && strcmp(w->type, "RelatedPerson") &&
+        strcmp(w->type, "Practitioner"))
+        return JK_OK;
+    if (!json_object_object_get_ex(w->res, "identifier", &ids) ||
+        !json_object_is_type(ids, json_type_array))
+        return JK_OK;
+    struct doc_facts f = {{0}, 0, 0};
+    for (size_t i = 0; i < json_object_array_length(ids); i++) {
+        struct json_object *ident = json_object_array_get_idx(ids, i);
+        if (json_object_is_type(ident, json_type_object)) check_identifier(w, ident, i, &f);
+    }
+    if (f.n_bad) return jk_diag_rc(w->diag);
+    struct jk_idnum_err e = {0};
+    char expr[64];
+    const char *birth = jk_json_str(w->res, "birthDate");
+    if (f.birth[0] && !json_object_object_get_ex(w->res, "birthDate", &v)) {
+        json_object_object_add(w->res, "birthDate", json_object_new_string(f.birth));
+    } else if (f.birth[0] && birth &&
+               strncmp(birth, f.birth, strlen(birth) < 10 ? strlen(birth) : 10)) {
+        jk_idnum_err_birth_mismatch(&e, birth, f.birth);
+        snprintf(expr, sizeof expr, "%s.birthDate", w->type);
+        return doc_issue(w->diag, expr, &e);
+    }
+    const char *gender = jk_json_str(w->res, "gender");
+    char given = gender && !strcmp(gender, "male")     ? 'M'
+                 : gender && !strcmp(gender, "female") ? 'F'
+                                                       : 0;
+    if (f.sex && !json_object_object_get_ex(w->res, "gender", &v)) {
+        json_object_object_add(w->res, "gender",
+                               json_object_new_string(f.sex == 'M' ? "male" : "female"));
+    } else if (f.sex && given && given != f.sex) {
+        jk_idnum_err_sex_mismatch(&e, given, f.sex);
+        snprintf(expr, sizeof expr, "%s.gender", w->type);
+        return doc_issue(w->diag, expr, &e);
+    }
+    return JK_OK;
+}
+
 jk_rc jk_fhir_write_prepare(struct jk_fhir_write *w)
 {
     static const char *const top[] = {"resourceType", "id", "meta"};
@@ -137,8 +223,10 @@ jk_rc jk_fhir_write_prepare(struct jk_fhir_write *w)
     }
     if (!w->res) return JK_OK; /* a delete */
     /* Identity and phone numbers are stored sealed, and indexed by blind index: every writer
-     * comes through here, before anything is rendered or extracted. */
-    jk_rc rc = jk_protect_seal(w->res, w->diag);
+     * comes through here, before anything is rendered or extracted. Identity documents are
+     * checked and normalised first, so that every form of a number seals alike. */
+    jk_rc rc = check_documents(w);
+    if (!rc) rc = jk_protect_seal(w->res, w->diag);
     if (rc) return rc;
     struct json_object *meta = NULL;
     json_object_object_get_ex(w->res, "meta", &meta);

@@ -394,6 +394,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->pub.method = method;
         r->pub.path = url;
         jk_diag_init(&r->pub.diag, a);
+        r->pub.diag.is_en = jk_diag_prefers_en(
+            MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Accept-Language"));
         r->srv = srv;
         r->conn = conn;
         r->route_idx = -1;

@@ -23,9 +23,10 @@ WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 
 
 def citizen_id(area="350102"):
-    """A random citizen ID number with a valid GB 11643 check character."""
+    """A random citizen ID number with a valid GB 11643 check character, of a woman (an even
+    sequence number) as the Patients here are."""
     body = "%s%04d%02d%02d%03d" % (area, random.randint(1940, 2020), random.randint(1, 12),
-                                   random.randint(1, 28), random.randint(0, 999))
+                                   random.randint(1, 28), 2 * random.randint(0, 499))
     return body + "10X98765432"[sum(int(c) * w for c, w in zip(body, WEIGHTS)) % 11]
 
 
