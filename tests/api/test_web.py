@@ -143,11 +143,17 @@ def test_web_checkout_pages_are_served(t):
     r = t.get("/")
     expect_status(r, 200, "GET / on the checkout")
     expect("text/html" in (r.header("Content-Type") or ""), "GET /: a page")
-    for name in sorted(os.listdir(os.path.join(ROOT, "web"))):
-        path = os.path.join(ROOT, "web", name)
-        if not os.path.isfile(path) or name.startswith("."):
-            continue
-        r = t.get("/web/" + name)
-        expect_status(r, 200, "/web/" + name)
-        with open(path, "rb") as f:
-            expect_eq(r.body, f.read(), "/web/%s body" % name)
+    web = os.path.join(ROOT, "web")
+    n = 0
+    for top, dirs, files in os.walk(web):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in sorted(f for f in files if not f.startswith(".")):
+            rel = os.path.relpath(os.path.join(top, name), web).replace(os.sep, "/")
+            r = t.get("/web/" + rel)
+            expect_status(r, 200, "/web/" + rel)
+            with open(os.path.join(top, name), "rb") as f:
+                expect_eq(r.body, f.read(), "/web/%s body" % rel)
+            if name.endswith(".js"):
+                expect_eq(r.header("Content-Type"), "text/javascript; charset=utf-8", rel)
+            n += 1
+    expect(n >= 5, "the pages, their modules and style sheet: %d files" % n)
