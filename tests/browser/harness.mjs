@@ -130,7 +130,7 @@ export class Server {
 
   async token(user) {
     const form = { grant_type: "password", username: user.username, password: user.password };
-    if (user.totpSecret) form.totp = totp(user.totpSecret);
+    if (user.totpSecret) form.totp = await freshTotp(user);
     const r = await this.api("POST", "/auth/token", { form });
     if (r.status !== 200) throw new Error("log in as " + user.username + ": " + r.status + " " + JSON.stringify(r.body));
     return r.body.access_token;
@@ -157,6 +157,16 @@ export function totp(secret, now = Date.now()) {
   const h = createHmac("sha1", key).update(counter).digest();
   const o = h[h.length - 1] & 0xf;
   return String((h.readUInt32BE(o) & 0x7fffffff) % 1000000).padStart(6, "0");
+}
+
+// A code of a time step not used yet by user: the server takes each step once (no replay), so
+// a second log-in within 30 s waits for the next step.
+const usedSteps = new Map();
+export async function freshTotp(user) {
+  const step = () => Math.floor(Date.now() / 30000);
+  while (usedSteps.get(user.username) >= step()) await new Promise((r) => setTimeout(r, 500));
+  usedSteps.set(user.username, step());
+  return totp(user.totpSecret);
 }
 
 // Chromium from Debian, headless, no sandbox (tests run as root in containers), and none of
@@ -207,7 +217,7 @@ export async function logIn(page, base, user, start = "/") {
   await page.getByLabel(/^(密码|Password)$/).fill(user.password);
   await page.getByRole("button", { name: /^(登录|Log in)$/ }).click();
   if (user.totpSecret) {
-    await page.getByLabel(/动态验证码|One-time code/).fill(totp(user.totpSecret));
+    await page.getByLabel(/动态验证码|One-time code/).fill(await freshTotp(user));
     await page.getByRole("button", { name: /^(登录|Log in)$/ }).click();
   }
   await page.waitForURL(/\/web\/(resident|staff)\.html/);

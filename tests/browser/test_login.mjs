@@ -3,7 +3,7 @@
 // switch turns every text to English and back, and a page without a login goes to log in.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { DEMO, Server, expectClean, launchBrowser, logIn, phonePage } from "./harness.mjs";
+import { DEMO, Server, expectClean, launchBrowser, logIn, phonePage, freshTotp, totp } from "./harness.mjs";
 
 let server, browser;
 
@@ -115,6 +115,29 @@ test("logging out revokes the token", async () => {
   assert.equal((await server.api("GET", "/auth/me", { token: tok })).status, 401, "the token is revoked");
   await page.goto(server.base + "/web/resident.html");
   await page.waitForURL((u) => u.pathname === "/");
+  expectClean(assert, page);
+  await page.context().close();
+});
+
+test("an administrator is asked for the one-time code, then logs in", async () => {
+  const page = await phonePage(browser, { viewport: { width: 1280, height: 900 } });
+  await page.goto(server.base + "/");
+  assert.ok(await page.getByLabel("动态验证码（6 位）").isHidden(), "no code field before it is needed");
+  await page.getByLabel("用户名").fill(DEMO.platformAdmin.username);
+  await page.getByLabel("密码").fill(DEMO.platformAdmin.password);
+  await page.getByRole("button", { name: "登录" }).click();
+  await page.getByText("此账号需要动态验证码，请输入后再登录。").waitFor();
+  const field = page.getByLabel("动态验证码（6 位）");
+  assert.ok(await field.isVisible());
+  assert.ok(await field.evaluate((e) => e === document.activeElement), "the code field has the focus");
+  await field.fill("000000" === totp(DEMO.platformAdmin.totpSecret) ? "111111" : "000000");
+  await page.getByLabel("密码").fill(DEMO.platformAdmin.password);
+  await page.getByRole("button", { name: "登录" }).click();
+  await page.getByText("动态验证码不正确。").waitFor();
+  await field.fill(await freshTotp(DEMO.platformAdmin));
+  await page.getByLabel("密码").fill(DEMO.platformAdmin.password);
+  await page.getByRole("button", { name: "登录" }).click();
+  await page.waitForURL(/\/web\/staff\.html$/);
   expectClean(assert, page);
   await page.context().close();
 });

@@ -36,6 +36,7 @@ function showReason(body, status) {
 form.addEventListener("submit", async (ev) => {
   ev.preventDefault();
   say(errorBox, "");
+  lastReason = null;
   const f = { grant_type: "password", username: form.username.value.trim(), password: form.password.value };
   const totp = form.totp.value.trim();
   if (totp) f.totp = totp;
@@ -53,7 +54,8 @@ form.addEventListener("submit", async (ev) => {
   }
   if (res.network) say(errorBox, t("err.network"), "error");
   else showReason(res.body, res.status);
-  form.password.select();
+  if (lastReason === "totp_required" || lastReason === "totp_invalid") form.totp.select();
+  else form.password.select();
 });
 
 initLang(() => {
