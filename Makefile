@@ -53,7 +53,7 @@ build/san/libjk.a: $(SAN_OBJ)
 
 build/san/tests/%: tests/unit/%.c build/san/libjk.a
 	@mkdir -p $(@D)
-	$(CC) $(WARN) $(SANFLAGS) $(CPPFLAGS) $(DEPCFLAGS) -Itests/unit -o $@ $^ $(DEPLIBS) -lcmocka
+	$(CC) $(WARN) $(SANFLAGS) $(CPPFLAGS) $(DEPCFLAGS) -Itests/unit -MMD -MP -o $@ $< build/san/libjk.a $(DEPLIBS) -lcmocka
 
 # Each fuzz harness replayed over its seed corpus, under the sanitizers, without libFuzzer.
 build/san/fuzz/replay_%: fuzz/fuzz_%.c fuzz/replay.c build/san/libjk.a
@@ -64,6 +64,11 @@ build/san/fuzz/replay_%: fuzz/fuzz_%.c fuzz/replay.c build/san/libjk.a
 build/fuzz/fuzz_%: fuzz/fuzz_%.c $(LIB_SRC)
 	@mkdir -p $(@D)
 	clang -g -O1 -fsanitize=fuzzer,address,undefined $(CPPFLAGS) $(DEPCFLAGS) -o $@ $^ $(DEPLIBS)
+
+# The person index benchmark's population generator (bench/match.sh).
+build/bench/mpi_gen: bench/mpi_gen.c tests/mpi_population.c $(OBJ)
+	@mkdir -p $(@D)
+	$(CC) $(WARN) $(OPT) $(CPPFLAGS) $(DEPCFLAGS) -Itests -o $@ $^ $(DEPLIBS)
 
 node_modules/.package-lock.json: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -122,4 +127,4 @@ fuzz: $(FUZZ_NAMES:%=build/fuzz/fuzz_%)
 clean:
 	rm -rf build jiankang
 
--include $(OBJ:.o=.d) $(SAN_OBJ:.o=.d) build/rel/src/cli/main.d build/san/src/cli/main.d
+-include $(OBJ:.o=.d) $(SAN_OBJ:.o=.d) build/rel/src/cli/main.d build/san/src/cli/main.d $(UNIT_BIN:=.d)

@@ -75,6 +75,11 @@ int jk_api_may_read_version(struct jk_http_req *rq, struct jk_api_guard *g, cons
  * JK_AZ_COUNT); JK_EFORBIDDEN when nothing. */
 jk_rc jk_api_search_scope(struct jk_http_req *rq, struct jk_api_guard *g, enum jk_az_action act,
                           const char *type, struct jk_search_opts *o);
+/* Notes patient in the request's audit records (one record per patient touched). */
+void jk_api_note_patient(struct jk_http_req *rq, struct jk_api_guard *g, const char *patient);
+/* Appends the request's audit records on c, inside the transaction of what they record
+ * (status: the response's); on_ready then has nothing left to append. */
+jk_rc jk_api_audit_append(jk_conn *c, struct jk_http_req *rq, int status);
 /* The hooks that make a write decide and record itself inside its transaction, in h
  * (storage living as long as the write), or NULL when security is off; and, when the write's
  * transaction failed, jk_api_write_failed lets on_ready record the failure. */
@@ -107,6 +112,16 @@ jk_rc jk_api_fhir_meta(struct jk_http_req *rq);
 jk_rc jk_api_fhir_meta_add(struct jk_http_req *rq);
 jk_rc jk_api_fhir_meta_delete(struct jk_http_req *rq);
 jk_rc jk_api_fhir_everything(struct jk_http_req *rq);
+/* mpi_api.c: Patient/$match and the person index's stewards' API */
+jk_rc jk_api_fhir_match(struct jk_http_req *rq);
+jk_rc jk_api_mpi_person(struct jk_http_req *rq);
+jk_rc jk_api_mpi_history(struct jk_http_req *rq);
+jk_rc jk_api_mpi_reviews(struct jk_http_req *rq);
+jk_rc jk_api_mpi_decide(struct jk_http_req *rq);
+jk_rc jk_api_mpi_link(struct jk_http_req *rq);
+jk_rc jk_api_mpi_unlink(struct jk_http_req *rq);
+jk_rc jk_api_mpi_merge(struct jk_http_req *rq);
+jk_rc jk_api_mpi_unmerge(struct jk_http_req *rq);
 
 /* auth_api.c: login (/auth/token, /auth/revoke, /auth/me), bearer tokens, rate limits */
 struct jk_principal;

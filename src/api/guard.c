@@ -81,8 +81,7 @@ jk_rc jk_api_guard(struct jk_http_req *rq, const char *action, struct jk_api_gua
     return JK_OK;
 }
 
-/* Notes the patient a record is about, in the first record when it has none. */
-static void note_patient(struct jk_http_req *rq, struct jk_api_guard *g, const char *patient)
+void jk_api_note_patient(struct jk_http_req *rq, struct jk_api_guard *g, const char *patient)
 {
     if (!patient || g->is_off) return;
     for (size_t i = 0; i < g->n_recs; i++)
@@ -100,7 +99,7 @@ jk_rc jk_api_allow(struct jk_http_req *rq, struct jk_api_guard *g, enum jk_az_ac
 {
     if (g->is_off) return JK_OK;
     for (size_t i = 0; i < f->n_patients; i++)
-        note_patient(rq, g, f->patients[i]);
+        jk_api_note_patient(rq, g, f->patients[i]);
     if (!g->recs[0].res_type) g->recs[0].res_type = f->type;
     if (!g->recs[0].res_id) g->recs[0].res_id = id;
     const char *why = NULL;
@@ -212,7 +211,7 @@ static void on_entry(void *arg, const char *type, const char *id)
     struct jk_az_facts f;
     if (!c || jk_authz_facts(c, rq->arena, type, id, &f)) return;
     for (size_t i = 0; i < f.n_patients; i++)
-        note_patient(rq, g, f.patients[i]);
+        jk_api_note_patient(rq, g, f.patients[i]);
 }
 
 jk_rc jk_api_search_scope(struct jk_http_req *rq, struct jk_api_guard *g, enum jk_az_action act,
@@ -257,8 +256,7 @@ static jk_rc outcome_of(int status)
                            : JK_EINTERNAL;
 }
 
-/* Appends the request's audit records on c (status: the response's). */
-static jk_rc audit_append(jk_conn *c, struct jk_http_req *rq, int status)
+jk_rc jk_api_audit_append(jk_conn *c, struct jk_http_req *rq, int status)
 {
     struct jk_api_guard *g = rq->ctx;
     const struct jk_audit *au = jk_api_app(rq)->audit;
@@ -277,7 +275,7 @@ static jk_rc audit_append(jk_conn *c, struct jk_http_req *rq, int status)
 static jk_rc audit_tx(jk_conn *c, void *arg)
 {
     struct jk_http_req *rq = arg;
-    return audit_append(c, rq, ((struct jk_api_guard *)rq->ctx)->status);
+    return jk_api_audit_append(c, rq, ((struct jk_api_guard *)rq->ctx)->status);
 }
 
 static void audit_done(void *arg, jk_rc rc)

@@ -23,6 +23,7 @@
 #include "fhir/json.h"
 #include "fhir/rest.h"
 #include "mpi/idnum.h"
+#include "mpi/mpi.h"
 #include "notify/sms.h"
 
 #define RESIDENT_JSON  "application/json; charset=utf-8"
@@ -505,6 +506,7 @@ struct reg_job {
     int64_t now_ms;
     enum reg_outcome outcome;
     int tries_left;
+    char person[JK_MPI_ID_MAX]; /* the golden person the new Patient was linked to */
     jk_rc rc;
 };
 
@@ -601,7 +603,8 @@ static jk_rc reg_tx(jk_conn *c, void *arg)
     snprintf(a.link, sizeof a.link, "Patient/%s", job->w.out.id);
     memcpy(a.pw_hash, job->pw_hash, sizeof a.pw_hash);
     a.password_set_ms = a.created_ms = job->now_ms;
-    if ((rc = jk_account_insert(c, &a)) || (rc = run_key(c, sql_code_del, job->phone_key)))
+    if ((rc = jk_account_insert(c, &a)) || (rc = run_key(c, sql_code_del, job->phone_key)) ||
+        (rc = jk_mpi_person_of(c, job->w.out.id, job->person)))
         return rc;
     job->outcome = REG_OK;
     return audit_reg(job, c, job->username, job->w.out.id, JK_OK, "resident");
@@ -629,6 +632,7 @@ static jk_rc reg_finish(struct jk_http_req *rq)
         snprintf(ref, sizeof ref, "Patient/%s", job->w.out.id);
         json_object_object_add(o, "username", json_object_new_string(job->username));
         json_object_object_add(o, "patient", json_object_new_string(ref));
+        json_object_object_add(o, "person", json_object_new_string(job->person));
         return send_obj(rq, 201, o);
     }
     case REG_NO_CODE:
@@ -884,6 +888,7 @@ struct newborn_job {
     struct jk_api_guard *g;
     const struct jk_audit *au;
     const char *child, *guardian;
+    char person[JK_MPI_ID_MAX]; /* the child's golden person */
     jk_rc rc;
 };
 
@@ -893,6 +898,7 @@ static jk_rc newborn_tx(jk_conn *c, void *arg)
     jk_rc rc = JK_OK;
     for (int i = 0; i < 3 && !rc; i++)
         rc = jk_fhir_write_tx(c, &job->w[i]);
+    if (!rc) rc = jk_mpi_person_of(c, job->child, job->person);
     if (rc || !job->au) return rc;
     /* the record of the access, in the same transaction: one per patient */
     struct jk_audit_rec r = job->g->recs[0];
@@ -934,6 +940,7 @@ static jk_rc newborn_finish(struct jk_http_req *rq)
     json_object_object_add(
         o, "relatedPerson",
         json_object_new_string(jk_arena_printf(rq->arena, "RelatedPerson/%s", job->w[1].out.id)));
+    json_object_object_add(o, "person", json_object_new_string(job->person));
     return send_obj(rq, 201, o);
 }
 

@@ -26,6 +26,16 @@ static const struct jk_route routes[] = {
     {"GET", "/fhir/R4/metadata", jk_api_fhir_metadata},
     {"POST", "/fhir/R4", jk_api_fhir_bundle},
     {"POST", "/fhir/R4/", jk_api_fhir_bundle},
+    {"POST", "/fhir/R4/Patient/$match", jk_api_fhir_match},
+    {"GET", "/api/mpi/persons", jk_api_mpi_person},
+    {"GET", "/api/mpi/persons/:id", jk_api_mpi_person},
+    {"GET", "/api/mpi/persons/:id/history", jk_api_mpi_history},
+    {"GET", "/api/mpi/reviews", jk_api_mpi_reviews},
+    {"POST", "/api/mpi/reviews/decide", jk_api_mpi_decide},
+    {"POST", "/api/mpi/link", jk_api_mpi_link},
+    {"POST", "/api/mpi/unlink", jk_api_mpi_unlink},
+    {"POST", "/api/mpi/merge", jk_api_mpi_merge},
+    {"POST", "/api/mpi/unmerge", jk_api_mpi_unmerge},
     {"GET", "/fhir/R4/Patient/:id/$everything", jk_api_fhir_everything},
     {"POST", "/fhir/R4/:type/$validate", jk_api_fhir_validate},
     {"POST", "/fhir/R4/:type/:id/$validate", jk_api_fhir_validate},
@@ -135,7 +145,9 @@ jk_rc jk_api_fhir_metadata(struct jk_http_req *rq)
         }
         if (!rc && !strcmp(jk_fhir_str(t->name), "Patient"))
             rc = jk_buf_puts(&b, "],\"operation\":[{\"name\":\"everything\",\"definition\":"
-                                 "\"http://hl7.org/fhir/OperationDefinition/Patient-everything\"}");
+                                 "\"http://hl7.org/fhir/OperationDefinition/Patient-everything\"},"
+                                 "{\"name\":\"match\",\"definition\":"
+                                 "\"http://hl7.org/fhir/OperationDefinition/Patient-match\"}");
         if (!rc) rc = jk_buf_puts(&b, "]}");
     }
     if (!rc)

@@ -98,6 +98,9 @@ static const struct rule_def {
     {"access.show_identity_roles", R_ANY_ROLES, OFF(show_identity_roles), 0, 0},
     {"access.show_phone_roles", R_ANY_ROLES, OFF(show_phone_roles), 0, 0},
     {"access.context_cache_seconds", R_INT, OFF(context_cache_seconds), 0, 300},
+    {"access.match_roles", R_ANY_ROLES, OFF(match_roles), 0, 0},
+    {"access.match_candidates_roles", R_ANY_ROLES, OFF(match_candidates_roles), 0, 0},
+    {"access.mpi_steward_roles", R_ANY_ROLES, OFF(mpi_steward_roles), 0, 0},
 #undef OFF
 };
 

@@ -103,6 +103,10 @@ struct jk_security_rules {
     unsigned show_identity_roles;  /* access.show_identity_roles: see identity numbers whole */
     unsigned show_phone_roles;     /* access.show_phone_roles: see phone numbers whole */
     int context_cache_seconds;     /* access.context_cache_seconds */
+    /* the person index (docs/internals/mpi.md) */
+    unsigned match_roles;            /* access.match_roles: may call Patient/$match */
+    unsigned match_candidates_roles; /* access.match_candidates_roles: see every candidate */
+    unsigned mpi_steward_roles;      /* access.mpi_steward_roles: review, link, merge */
 };
 
 /* The path of the rules file: $JIANKANG_SECURITY_RULES when set, else rules/security.json

@@ -63,6 +63,11 @@ static const struct action {
     {"break-glass", "E", ET_ALERT, SUB_LOCAL, "break-glass", "emergency access"},
     {"account", "U", ET_ALERT, SUB_DCM, "110137", "User Security Attributes Changed"},
     {"register", "C", ET_AUTH, SUB_LOCAL, "register", "real-name registration"},
+    {"mpi-link", "U", ET_REST, SUB_LOCAL, "mpi-link", "person index: link"},
+    {"mpi-unlink", "U", ET_REST, SUB_LOCAL, "mpi-unlink", "person index: unlink"},
+    {"mpi-review", "U", ET_REST, SUB_LOCAL, "mpi-review", "person index: review decided"},
+    {"mpi-merge", "U", ET_REST, SUB_LOCAL, "mpi-merge", "person index: merge"},
+    {"mpi-unmerge", "U", ET_REST, SUB_LOCAL, "mpi-unmerge", "person index: unmerge"},
 };
 
 /* Actions whose reason field is a detail (why a login failed, what an administrator changed)

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "auth/protect.h"
+#include "mpi/mpi.h"
 #include "core/arena.h"
 #include "core/time.h"
 #include "fhir/bundle.h"
@@ -1480,7 +1481,8 @@ static int open_db(struct imp *im)
 {
     char err[JK_PROTECT_ERR];
     if (jk_protect_start(im->cfg->keys, err, sizeof err) || /* identity numbers are sealed */
-        jk_idnum_init(NULL, err, sizeof err)) {             /* and checked */
+        jk_idnum_init(NULL, err, sizeof err) ||             /* and checked */
+        jk_mpi_start(err, sizeof err)) {                    /* and Patients linked to persons */
         fprintf(stderr, "jiankang: %s\n", err);
         return -1;
     }

@@ -12,6 +12,7 @@
 #include "auth/account.h"
 #include "auth/audit.h"
 #include "auth/protect.h"
+#include "mpi/mpi.h"
 #include "cli/audit_cmd.h"
 #include "cli/import.h"
 #include "cli/user_cmd.h"
@@ -195,7 +196,8 @@ static int cmd_demo(struct cli *cli)
     }
     char perr[JK_PROTECT_ERR];
     if (jk_protect_start(cli->cfg.keys, perr, sizeof perr) || /* identity numbers are sealed */
-        jk_idnum_init(NULL, perr, sizeof perr)) {             /* and checked */
+        jk_idnum_init(NULL, perr, sizeof perr) ||             /* and checked */
+        jk_mpi_start(perr, sizeof perr)) {                    /* and Patients linked to persons */
         fprintf(stderr, "jiankang: %s\n", perr);
         json_object_put(bundle);
         return 1;
@@ -270,7 +272,8 @@ static int cmd_serve(struct cli *cli)
 
     char perr[JK_PROTECT_ERR];
     if (jk_protect_start(cfg->keys, perr, sizeof perr) || /* identity numbers are sealed */
-        jk_idnum_init(NULL, perr, sizeof perr)) {         /* and checked */
+        jk_idnum_init(NULL, perr, sizeof perr) ||         /* and checked */
+        jk_mpi_start(perr, sizeof perr)) {                /* and Patients linked to persons */
         fprintf(stderr, "jiankang: %s\n", perr);
         return 1;
     }

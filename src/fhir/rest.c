@@ -14,6 +14,7 @@
 #include "fhir/json.h"
 #include "fhir/search.h"
 #include "mpi/idnum.h"
+#include "mpi/mpi.h"
 
 /* A conditional write needs to tell no match, one match and several apart: two is enough. */
 #define MAX_MATCHES 2
@@ -233,6 +234,7 @@ jk_rc jk_fhir_write_prepare(struct jk_fhir_write *w)
     w->meta_rest = members_text(w->arena, meta, stamped, 2, &w->meta_rest_len);
     w->rest = members_text(w->arena, w->res, top, 3, &w->rest_len);
     if (!w->meta_rest || !w->rest) return JK_ENOMEM;
+    if (!strcmp(w->type, "Patient") && (rc = jk_mpi_prepare(w->arena, w->res, &w->mpi))) return rc;
     return index_rows(w->arena, w->res, &w->rows, &w->n_rows);
 }
 
@@ -269,6 +271,8 @@ static jk_rc put_version(jk_conn *c, struct jk_fhir_write *w, const char *id, in
     if (!rc)
         rc = jk_res_index(c, w->type, id, r->is_deleted ? NULL : w->rows,
                           r->is_deleted ? 0 : w->n_rows, version == 1);
+    if (!rc && (w->mpi || r->is_deleted) && !strcmp(w->type, "Patient"))
+        rc = jk_mpi_on_write(c, w->arena, id, r->is_deleted ? NULL : w->mpi, w->now_ms);
     if (rc == JK_ECONFLICT)
         jk_diag_add(w->diag, JK_ECONFLICT, "conflict", NULL,
                     "%s/%s was changed by someone else at the same time; read it and try again",

@@ -9,6 +9,7 @@
 #include "store/resource.h"
 
 struct jk_arena;
+struct jk_mpi_rec;
 
 /* Search criteria of a conditional interaction: search parameters (any that search
  * supports), matched with jk_fhir_search_match inside the write's transaction. */
@@ -55,6 +56,7 @@ struct jk_fhir_write {
     size_t meta_rest_len, rest_len;
     struct jk_idx_row *rows; /* search index values */
     size_t n_rows;
+    struct jk_mpi_rec *mpi; /* a Patient's features for the person index, or NULL */
     /* out */
     struct jk_res out; /* the version written, or the one matched by a conditional create */
     int status;        /* 200, 201 or 204 */

@@ -80,6 +80,7 @@ struct cond {
     const char *row_param;  /* the index rows' param: "code", "subject:identifier" */
     enum mod mod;
     int is_missing; /* :missing=true */
+    int is_person;  /* C_ID of Patient's "empi": the records of golden persons */
     struct val *vals;
     size_t n_vals;
     const char **chain_types; /* a chain: the condition on the target, per target type */
@@ -812,8 +813,9 @@ static jk_rc parse_key(struct jk_search *q, const char *type, const char *key, c
     if (!c) return JK_ENOMEM;
     c->key = key;
     c->type = type;
-    if (!strcmp(code, "_id") || !strcmp(code, "_lastUpdated")) {
-        c->kind = code[1] == 'i' ? C_ID : C_LASTUPDATED;
+    c->is_person = !strcmp(code, "empi") && !strcmp(type, "Patient");
+    if (!strcmp(code, "_id") || !strcmp(code, "_lastUpdated") || c->is_person) {
+        c->kind = code[1] != 'l' ? C_ID : C_LASTUPDATED;
         c->vtype = c->kind == C_ID ? JK_SP_TOKEN : JK_SP_DATE;
         if (dot || m)
             return jk_diag_add(q->d, JK_EINVAL, "not-supported", key,
@@ -1613,11 +1615,17 @@ static void emit_cond(struct sb *sb, const struct jk_search *q, const struct con
             al = emit_open(sb, "resource_version", c->type, "id", mode, NULL, 0);
             sb_fmt(sb, " AND %s.is_current = 1 AND %s.deleted = 0 AND %s.id IN (", al, al, al);
         }
-        for (size_t i = 0; i < c->n_vals; i++) {
-            if (i) sb_put(sb, ", ");
-            sb_text(sb, c->vals[i].s2);
+        /* a golden person's records, also when it has been merged into another since */
+        for (int k = 0; k < (c->is_person ? 2 : 1); k++) {
+            if (c->is_person)
+                sb_put(sb, k ? ") OR person_id IN (SELECT merged_into FROM mpi_person WHERE id IN ("
+                             : "SELECT patient_id FROM mpi_record WHERE person_id IN (");
+            for (size_t i = 0; i < c->n_vals; i++) {
+                if (i) sb_put(sb, ", ");
+                sb_text(sb, c->vals[i].s2);
+            }
         }
-        sb_put(sb, ")");
+        sb_put(sb, c->is_person ? ")))" : ")");
         return;
     case C_LASTUPDATED:
         if (mode == E_EXISTS && rv) {

@@ -247,6 +247,8 @@ def test_register_log_in_and_read_own_patient(t):
     expect_eq(r.json.get("username"), body["username"], "username")
     ref = r.json.get("patient", "")
     expect(ref.startswith("Patient/"), "patient reference: %r" % ref)
+    expect(isinstance(r.json.get("person"), str) and len(r.json["person"]) > 8,
+           "the golden person the Patient is linked to: %r" % r.json.get("person"))
     tok = expect_token(login(e.srv, body["username"], body["password"]), "the new resident logs in")
     expect_eq(tok.get("patient"), ref[8:], "the token's patient context")
     r = e.srv.request("GET", "%s/%s" % (FHIR, ref),
