@@ -128,6 +128,15 @@ export class Server {
     return { status: r.status, body: parsed };
   }
 
+  // A token of the demo hospital's information system (client_credentials): it writes
+  // Patients as the hospital's HIS does.
+  async systemToken() {
+    const r = await this.api("POST", "/auth/token", { form: { grant_type: "client_credentials",
+      client_id: "demo-his", client_secret: "Jiankang-HIS-Secret-2025" } });
+    if (r.status !== 200) throw new Error("client_credentials: " + r.status + " " + JSON.stringify(r.body));
+    return r.body.access_token;
+  }
+
   async token(user) {
     const form = { grant_type: "password", username: user.username, password: user.password };
     if (user.totpSecret) form.totp = await freshTotp(user);

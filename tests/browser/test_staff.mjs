@@ -95,38 +95,46 @@ test("a doctor checks a resident's card from the scanned text; the same code twi
 
 test("the review queue lists a possible match and deciding it removes it", async (t) => {
   if (!has.reviews) return t.skip("the person index endpoints (/api/mpi/reviews) are not in this build yet");
-  // Who may work the queue: the first of these roles the server lets read it.
-  let reviewer = null;
-  for (const u of [DEMO.doctor, DEMO.institutionAdmin, DEMO.platformAdmin]) {
-    const r = await server.api("GET", "/api/mpi/reviews", { token: await server.token(u) });
-    if (r.status === 200) { reviewer = u; break; }
-  }
-  assert.ok(reviewer, "some staff role may read the review queue");
-  // A second record of 张伟 (pat-2) written by the hospital: same name, sex and birth date,
-  // another phone and no identity number: a possible match, not a certain one.
-  const doctor = await server.token(DEMO.doctor);
-  const made = await server.api("POST", "/fhir/R4/Patient", {
-    token: doctor,
-    json: {
-      resourceType: "Patient", name: [{ text: "张伟", family: "张", given: ["伟"] }], gender: "male",
-      birthDate: "1972-11-02", telecom: [{ system: "phone", value: "13900002222" }],
-      managingOrganization: { reference: "Organization/hosp-fz-1" },
-    },
+  // Two records the hospital's system writes: same name and sex, birth dates one digit apart,
+  // different cities, a phone on one only: not certain enough to link, so queued for review.
+  const his = await server.systemToken();
+  const record = (birthDate, city, phone) => ({
+    resourceType: "Patient", name: [{ text: "郑浩" }], gender: "male", birthDate, address: [{ city }],
+    ...(phone ? { telecom: [{ system: "phone", value: phone, use: "mobile" }] } : {}),
+    managingOrganization: { reference: "Organization/hosp-fz-1" },
   });
-  assert.equal(made.status, 201, JSON.stringify(made.body));
-  const patient = "Patient/" + made.body.id;
+  const a = await server.api("POST", "/fhir/R4/Patient", { token: his, json: record("1980-06-15", "福州市", "13912345678") });
+  const b = await server.api("POST", "/fhir/R4/Patient", { token: his, json: record("1980-06-14", "厦门市") });
+  assert.equal(a.status, 201, JSON.stringify(a.body));
+  assert.equal(b.status, 201, JSON.stringify(b.body));
+  const patient = "Patient/" + b.body.id;
+  // A doctor does not see the queue at all.
+  const desk = await doctorDesk();
+  await desk.getByRole("heading", { name: "查找居民" }).waitFor();
+  assert.equal(await desk.getByRole("heading", { name: "疑似重复档案核对" }).count(), 0);
+  await desk.context().close();
+  // A record steward (the platform administrator) does.
   const page = await phonePage(browser, { viewport: { width: 1280, height: 900 } });
-  await logIn(page, server.base, reviewer);
+  await logIn(page, server.base, DEMO.platformAdmin);
   const item = page.locator('#review-list li[data-patient="' + patient + '"]');
   await item.waitFor();
-  assert.ok((await item.textContent()).includes("张伟"));
-  await item.getByRole("button", { name: "是同一人" }).click();
+  const text = await item.textContent();
+  assert.ok(text.includes("郑浩") && text.includes("1980-06-14") && text.includes("1980-06-15"), text);
+  assert.match(text, /匹配得分 [\d.]+（(可能|很可能)）/);
+  await item.getByRole("button", { name: "是同一人", exact: true }).click();
   await page.getByText("已确认为同一人。").waitFor();
   assert.equal(await item.count(), 0, "the decided pair is gone from the list");
-  const left = await server.api("GET", "/api/mpi/reviews", { token: await server.token(reviewer) });
-  assert.ok(!(left.body.reviews || []).some((r) => r.patient === patient), "and from the queue");
+  // The index linked them, and the queue no longer holds the pair.
+  const steward = await server.token(DEMO.institutionAdmin);
+  const left = await server.api("GET", "/api/mpi/reviews", { token: steward });
+  assert.equal(left.status, 200);
+  assert.ok(!(left.body.reviews || []).some((r) => r.patient === patient), "gone from the queue");
+  const pa = await server.api("GET", "/api/mpi/persons?patient=Patient/" + a.body.id, { token: steward });
+  const pb = await server.api("GET", "/api/mpi/persons?patient=" + patient, { token: steward });
+  assert.equal(pb.body.id, pa.body.id, "one person now");
   await page.reload();
-  await page.locator("#review-list, #reviews-none").first().waitFor();
+  await page.getByRole("heading", { name: "疑似重复档案核对" }).waitFor();
+  await page.locator("#review-list li, #reviews-none:not([hidden])").first().waitFor();
   assert.equal(await item.count(), 0, "still gone after a reload");
   expectClean(assert, page);
   await page.context().close();

@@ -122,7 +122,7 @@ function byName(ev) {
 function summary(s) {
   if (!s) return "";
   if (typeof s === "string") return s;
-  const parts = [s.name, genderText(s.gender || s.sex), s.birthDate, s.identity || s.identifier, s.phone, s.address]
+  const parts = [s.name, genderText(s.gender || s.sex), s.birthDate, s.region, s.identity || s.identifier, s.phone]
     .filter((x) => x && typeof x === "string");
   return parts.length ? parts.join(" · ") : JSON.stringify(s);
 }
@@ -154,6 +154,9 @@ function renderReviews() {
 
 async function loadReviews() {
   const res = await api("GET", "/api/mpi/reviews");
+  // Only record stewards work the queue: the others do not see it at all.
+  $("reviews").hidden = res.status === 403;
+  if (res.status === 403) return;
   if (res.ok && res.body) {
     state.reviews = res.body.reviews || [];
     say($("reviews-status"), "");
