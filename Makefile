@@ -25,7 +25,7 @@ FUZZ_SECONDS ?= 60
 
 PORT ?= 8080
 
-.PHONY: all deps run test test-unit test-fuzz-replay test-api check format bench fuzz clean
+.PHONY: all deps run test test-unit test-fuzz-replay test-api test-browser check format bench fuzz clean
 
 all: jiankang
 
@@ -84,7 +84,7 @@ run:
 test:
 	@tools/setup-deps.sh test
 	@$(MAKE) --no-print-directory node_modules/.package-lock.json
-	@$(MAKE) --no-print-directory test-unit test-api
+	@$(MAKE) --no-print-directory test-unit test-api test-browser
 
 test-unit: $(UNIT_BIN) test-fuzz-replay
 	@tools/with-pg.sh tools/run-unit-tests.sh $(UNIT_BIN)
@@ -95,6 +95,11 @@ test-fuzz-replay: $(FUZZ_NAMES:%=build/san/fuzz/replay_%)
 test-api: build/jiankang-san node_modules/.package-lock.json
 	python3 tests/api/run.py --binary build/jiankang-san --backend sqlite
 	python3 tests/api/run.py --binary build/jiankang-san --backend postgresql
+
+# The pages in Chromium (headless, no sandbox, no background networking) through playwright-core.
+test-browser: build/jiankang-san node_modules/.package-lock.json
+	JIANKANG_BINARY=build/jiankang-san CHROMIUM=$${CHROMIUM:-/usr/bin/chromium} \
+	    node --test --test-concurrency=1 tests/browser/test_*.mjs
 
 check:
 	@tools/setup-deps.sh check

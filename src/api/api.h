@@ -19,6 +19,7 @@ struct jk_app {
     const struct jk_audit *audit; /* the audit trail every access is appended to */
     int is_security_off;          /* security = off (development only): no token, no check,
                                    * no audit record */
+    const char *web_dir;          /* the web pages served at / and /web/ (NULL: none) */
 };
 
 /* The route table and its length. */

@@ -162,6 +162,10 @@ jk_rc jk_api_audit_read(struct jk_http_req *rq);
 jk_rc jk_api_audit_refuse(struct jk_http_req *rq);
 jk_rc jk_api_access_log(struct jk_http_req *rq);
 
+/* web_api.c: the web pages, static files of the web directory (no token needed) */
+jk_rc jk_api_web_index(struct jk_http_req *rq); /* GET /: index.html */
+jk_rc jk_api_web_file(struct jk_http_req *rq);  /* GET /web/<path> */
+
 /* resident_api.c: real-name registration and newborns (docs/internals/mpi.md) */
 /* Reads the registration rules (jk_registration_rules_path()) and derives the key under which
  * codes are hashed from the platform keys; once, before the server starts. JK_EINVAL with

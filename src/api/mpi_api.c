@@ -249,9 +249,12 @@ jk_rc jk_api_mpi_reviews(struct jk_http_req *rq)
     if ((rc = jk_mpi_reviews_json(c, REVIEWS_MAX, &o))) return rc;
     struct json_object *list = NULL, *x;
     json_object_object_get_ex(o, "reviews", &list);
+    /* The audit record keeps the ids until the request ends; o is freed once it is sent. */
     for (size_t i = 0; i < json_object_array_length(list); i++)
         if (json_object_object_get_ex(json_object_array_get_idx(list, i), "patient", &x))
-            jk_api_note_patient(rq, g, jk_api_ref_id(json_object_get_string(x), "Patient"));
+            jk_api_note_patient(
+                rq, g,
+                jk_arena_strdup(rq->arena, jk_api_ref_id(json_object_get_string(x), "Patient")));
     return send_json(rq, 200, o);
 }
 

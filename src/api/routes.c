@@ -8,6 +8,8 @@
 #include "fhir/searchparam.h"
 
 static const struct jk_route routes[] = {
+    {"GET", "/", jk_api_web_index},
+    {"GET", "/web/*rest", jk_api_web_file},
     {"GET", "/healthz", jk_api_healthz},
     {"GET", "/metrics", jk_api_metrics},
     {"POST", "/auth/token", jk_api_auth_token},

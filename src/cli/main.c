@@ -56,7 +56,8 @@ static const char usage_main[] =
 static const char usage_serve[] =
     "usage: jiankang serve [--config FILE] [--listen ADDR:PORT] [--db URL] [--keys PATH]\n"
     "Migrates the database, loads the key file (creating it at the first start), then serves\n"
-    "the FHIR R4 API under /fhir/R4, /healthz and /metrics until SIGTERM or SIGINT, after\n"
+    "the FHIR R4 API under /fhir/R4, /healthz and /metrics, and the web pages of the web\n"
+    "directory (setting web_dir, default ./web) at / and /web/, until SIGTERM or SIGINT, after\n"
     "which in-flight requests finish and the audit trail's last records are signed.\n"
     "Setting security = off (JIANKANG_SECURITY=off) is for development only: every request\n"
     "is allowed and nothing is audited.\n";
@@ -308,7 +309,11 @@ static int cmd_serve(struct cli *cli)
         .max_bundle_entries = (size_t)cfg->max_bundle_entries,
         .audit = cfg->security ? &audit : NULL,
         .is_security_off = !cfg->security,
+        .web_dir = cfg->web_dir[0] ? cfg->web_dir : NULL,
     };
+    if (app.web_dir && access(app.web_dir, R_OK | X_OK))
+        jk_log_warn("main", "the web directory %s cannot be read (%s): no pages will be served",
+                    app.web_dir, strerror(errno));
     struct jk_http_config hc = {
         .listen_addr = addr,
         .port = (uint16_t)port,
@@ -355,12 +360,16 @@ static int cmd_serve(struct cli *cli)
         jk_log_warn("main", "%s", off);
         printf("WARNING: %s\n", off);
     }
-    printf("Jiankang %s is running.\n"
-           "  FHIR R4 API:    %s/fhir/R4/metadata\n"
+    printf("Jiankang %s is running.\n", JK_VERSION);
+    if (app.web_dir)
+        printf("  resident pages: %s/\n"
+               "  staff pages:    %s/web/staff.html\n",
+               base, base);
+    printf("  FHIR R4 API:    %s/fhir/R4/metadata\n"
            "  health:         %s/healthz\n"
            "  metrics:        %s/metrics\n"
            "Stop with Ctrl-C.\n",
-           JK_VERSION, base, base, base);
+           base, base, base);
     fflush(stdout);
     int sig = 0;
     sigwait(&stop, &sig);

@@ -30,6 +30,7 @@ static const struct key {
     STR(base_url, "public base URL used in links"),
     STR(log_level, "debug, info, warn or error"),
     STR(keys, "key file path (created at first start, mode 0600)"),
+    STR(web_dir, "directory of the web pages (empty: no pages)"),
     NUM(threads, 0, 256, "HTTP worker threads (0: one per core)"),
     {"access_log", K_BOOL, offsetof(struct jk_config, access_log), 0, 0, 1, "on or off"},
     {"security", K_BOOL, offsetof(struct jk_config, security), 0, 0, 1,
@@ -55,6 +56,7 @@ void jk_config_defaults(struct jk_config *cfg)
     snprintf(cfg->db, sizeof cfg->db, "sqlite:var/jiankang.db");
     snprintf(cfg->log_level, sizeof cfg->log_level, "info");
     snprintf(cfg->keys, sizeof cfg->keys, "var/jiankang.keys");
+    snprintf(cfg->web_dir, sizeof cfg->web_dir, "web");
     cfg->access_log = 1;
     cfg->security = 1;
     snprintf(cfg->sms, sizeof cfg->sms, "log");

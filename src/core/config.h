@@ -13,6 +13,7 @@ struct jk_config {
     char base_url[256]; /* how clients reach us; empty: http://<listen> */
     char log_level[8];  /* debug, info, warn, error */
     char keys[1024];    /* the key file (master secret, SM2 key): mode 0600 */
+    char web_dir[1024]; /* the web pages served at / and /web/; empty: none */
     long threads;       /* HTTP worker threads; 0 = number of cores */
     long access_log;    /* 1: one JSON line per request */
     long security;      /* 1 (on): tokens, authorisation and audit; 0: development only */
