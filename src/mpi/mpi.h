@@ -15,7 +15,7 @@
 struct jk_arena;
 struct json_object;
 
-#define JK_MPI_ID_MAX 72 /* a person id and its NUL */
+#define JK_MPI_ID_MAX 65 /* a person id (a FHIR id) and its NUL */
 
 /* Reads rules/mpi.json and starts the name folding. Until it has run, Patient writes are not
  * linked (unit tests of other modules). For `serve`, `demo` and `import`. */
