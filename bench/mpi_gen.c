@@ -49,6 +49,8 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < n_persons + n_dups + n_probes && !rc; i++) {
         if (i < n_persons) jk_pop_person(pop, i, &r);
         else jk_pop_dup(pop, i - n_persons, &r);
+        /* a mistyped birth date next to the identity number would be refused at the door */
+        if (r.var & (JK_POP_DATE_SWAP | JK_POP_DATE_DIGIT)) r.idnum[0] = '\0';
         b.len = 0;
         int is_probe = i >= n_persons + n_dups;
         if (is_probe)

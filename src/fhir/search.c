@@ -1593,6 +1593,19 @@ static void sb_close(struct sb *sb, enum emode mode)
 static void emit_values(struct sb *sb, const struct jk_search *q, const struct cond *c,
                         const char *al, enum emode mode)
 {
+    /* Tokens with a system and a code each: the codes alone, as IN, let the index range on
+     * code (an OR of ANDs makes SQLite scan every row of the parameter). */
+    int is_codes = c->vtype == JK_SP_TOKEN && c->mod == M_NONE && mode != E_EXISTS;
+    for (size_t i = 0; is_codes && i < c->n_vals; i++)
+        is_codes = c->vals[i].s1 && c->vals[i].s2;
+    if (is_codes) {
+        sb_fmt(sb, " AND %s.code IN (", al);
+        for (size_t i = 0; i < c->n_vals; i++) {
+            if (i) sb_put(sb, ", ");
+            sb_text(sb, c->vals[i].s2);
+        }
+        sb_put(sb, ")");
+    }
     open_values(sb, mode);
     for (size_t i = 0; i < c->n_vals; i++) {
         if (i) sb_put(sb, " OR ");
