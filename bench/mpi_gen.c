@@ -31,8 +31,8 @@ int main(int argc, char **argv)
     size_t n_persons = arg(argv[1]), n_dups = arg(argv[2]), n_probes = arg(argv[3]);
     char err[256];
     struct jk_pop *pop;
-    struct jk_pop_params p = {.seed = 20261123, .n_persons = n_persons,
-                              .n_dups = n_dups + n_probes};
+    struct jk_pop_params p = {
+        .seed = 20261123, .n_persons = n_persons, .n_dups = n_dups + n_probes};
     if (jk_mpi_names_init(err, sizeof err) || jk_pop_new(&p, &pop)) {
         fprintf(stderr, "mpi_gen: cannot start: %s\n", err);
         return 1;
@@ -47,8 +47,10 @@ int main(int argc, char **argv)
     struct jk_pop_rec r;
     int rc = 0;
     for (size_t i = 0; i < n_persons + n_dups + n_probes && !rc; i++) {
-        if (i < n_persons) jk_pop_person(pop, i, &r);
-        else jk_pop_dup(pop, i - n_persons, &r);
+        if (i < n_persons)
+            jk_pop_person(pop, i, &r);
+        else
+            jk_pop_dup(pop, i - n_persons, &r);
         /* a mistyped birth date next to the identity number would be refused at the door */
         if (r.var & (JK_POP_DATE_SWAP | JK_POP_DATE_DIGIT)) r.idnum[0] = '\0';
         b.len = 0;

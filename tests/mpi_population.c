@@ -362,8 +362,9 @@ static void person_core(const struct jk_pop *pop, size_t i, struct jk_pop_rec *o
         snprintf(out->city, sizeof out->city, "%s", cities[draw(pop->city_cum, N_CITIES, &r)].name);
         given_name(cs, n_given, &r, out->given);
     }
-    snprintf(out->idnum, sizeof out->idnum, "%.6s%04d%02d%02d%03d", county_codes[(slot + day) % 32],
-             y % 10000, m % 100, d % 100, (int)(((slot / 32) * 2 + (out->sex == 'M')) % 1000));
+    snprintf(out->idnum, sizeof out->idnum, "%.6s%04u%02u%02u%03u", county_codes[(slot + day) % 32],
+             (unsigned)y % 10000u, (unsigned)m % 100u, (unsigned)d % 100u,
+             (unsigned)(((slot / 32) * 2 + (out->sex == 'M')) % 1000));
     out->idnum[17] = gb11643_check(out->idnum);
     out->idnum[18] = '\0';
 }
