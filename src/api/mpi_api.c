@@ -304,10 +304,6 @@ static jk_rc change_tx(jk_conn *c, void *arg)
     if (!rc && !(rc = jk_mpi_patients_of(c, rq->arena, who, &ids, &n)))
         for (size_t i = 0; i < n; i++)
             jk_api_note_patient(rq, g, ids[i]);
-    if (!rc && j->kind == CH_UNMERGE &&
-        !(rc = jk_mpi_patients_of(c, rq->arena, j->person, &ids, &n)))
-        for (size_t i = 0; i < n; i++)
-            jk_api_note_patient(rq, g, ids[i]);
     struct json_object *o = NULL;
     if (!rc && !(rc = jk_mpi_person_json(c, who, &o))) {
         j->out = jk_arena_strdup(rq->arena,
