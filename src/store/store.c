@@ -197,6 +197,51 @@ static const char *const migrations[] = {
     "CREATE TABLE card_use (seq @SERIAL_PK@, card_id TEXT NOT NULL, at_ms BIGINT NOT NULL,"
     " org TEXT NOT NULL, role TEXT NOT NULL, result TEXT NOT NULL);"
     "CREATE INDEX card_use_card ON card_use (card_id, seq);",
+    /* 10: the booking pool (docs/internals/booking.md): one row per generated slice, one per
+     * place in it (its channel, when it opens and returns to the public, and who holds it),
+     * one per booking with its state, the per-person counters of the limits, suspensions
+     * after no-shows and the waiting lists; the outbox of notifications */
+    "CREATE TABLE bk_slot (slot_id TEXT PRIMARY KEY, schedule_id TEXT NOT NULL,"
+    " org TEXT NOT NULL, service TEXT NOT NULL, actor TEXT NOT NULL DEFAULT '',"
+    " fee_level TEXT NOT NULL, day TEXT NOT NULL, session TEXT NOT NULL,"
+    " start_ms BIGINT NOT NULL, end_ms BIGINT NOT NULL, capacity INTEGER NOT NULL,"
+    " status TEXT NOT NULL, UNIQUE (schedule_id, start_ms));"
+    "CREATE INDEX bk_slot_service ON bk_slot (service, day, start_ms);"
+    "CREATE INDEX bk_slot_org ON bk_slot (org, day, start_ms);"
+    "CREATE INDEX bk_slot_actor ON bk_slot (actor, day, start_ms);"
+    "CREATE TABLE bk_place (id @SERIAL_PK@, slot_id TEXT NOT NULL, n INTEGER NOT NULL,"
+    " channel TEXT NOT NULL, open_ms BIGINT NOT NULL, public_ms BIGINT NOT NULL DEFAULT 0,"
+    " state TEXT NOT NULL DEFAULT 'free', booking_id BIGINT, until_ms BIGINT NOT NULL DEFAULT 0,"
+    " UNIQUE (slot_id, n));"
+    "CREATE TABLE bk_booking (id @SERIAL_PK@, appointment_id TEXT, slot_id TEXT NOT NULL,"
+    " place_id BIGINT NOT NULL, person TEXT NOT NULL, patient_id TEXT NOT NULL,"
+    " account_id BIGINT NOT NULL, channel TEXT NOT NULL, org TEXT NOT NULL,"
+    " service TEXT NOT NULL, day TEXT NOT NULL, session_key TEXT NOT NULL,"
+    " state TEXT NOT NULL, until_ms BIGINT NOT NULL DEFAULT 0, is_late INTEGER NOT NULL DEFAULT 0,"
+    " created_ms BIGINT NOT NULL, updated_ms BIGINT NOT NULL);"
+    "CREATE UNIQUE INDEX bk_booking_session ON bk_booking (person, session_key)"
+    " WHERE state IN ('held', 'booked', 'arrived');"
+    "CREATE UNIQUE INDEX bk_booking_appointment ON bk_booking (appointment_id);"
+    "CREATE INDEX bk_booking_person ON bk_booking (person, state);"
+    "CREATE INDEX bk_booking_patient ON bk_booking (patient_id, created_ms);"
+    "CREATE INDEX bk_booking_slot ON bk_booking (slot_id, state);"
+    "CREATE INDEX bk_booking_due ON bk_booking (state, day);"
+    "CREATE TABLE bk_count (person TEXT NOT NULL, k TEXT NOT NULL, n INTEGER NOT NULL,"
+    " PRIMARY KEY (person, k));"
+    "CREATE TABLE bk_suspension (person TEXT PRIMARY KEY, until_ms BIGINT NOT NULL,"
+    " noshows INTEGER NOT NULL, year TEXT NOT NULL, since_ms BIGINT NOT NULL);"
+    "CREATE TABLE bk_wait (id @SERIAL_PK@, slot_id TEXT NOT NULL, person TEXT NOT NULL,"
+    " patient_id TEXT NOT NULL, account_id BIGINT NOT NULL, channel TEXT NOT NULL,"
+    " state TEXT NOT NULL, booking_id BIGINT, created_ms BIGINT NOT NULL);"
+    "CREATE UNIQUE INDEX bk_wait_once ON bk_wait (slot_id, person) WHERE state = 'waiting';"
+    "CREATE INDEX bk_wait_slot ON bk_wait (slot_id, state, id);"
+    "CREATE TABLE outbox (id @SERIAL_PK@, topic TEXT NOT NULL, ref TEXT NOT NULL,"
+    " patient_id TEXT NOT NULL, payload TEXT NOT NULL, created_ms BIGINT NOT NULL,"
+    " due_ms BIGINT NOT NULL, state TEXT NOT NULL DEFAULT 'pending',"
+    " attempts INTEGER NOT NULL DEFAULT 0, claimed_ms BIGINT NOT NULL DEFAULT 0,"
+    " done_ms BIGINT, error TEXT NOT NULL DEFAULT '');"
+    "CREATE INDEX outbox_due ON outbox (state, due_ms);"
+    "CREATE INDEX outbox_ref ON outbox (ref, state);",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
