@@ -72,6 +72,7 @@ struct jk_bk_policy {
     size_t n_ladder;
     int reminders_min[JK_BK_MAX_REMINDERS];
     size_t n_reminders;
+    int holiday_open; /* holiday.open: works on the public holidays of holiday.dates */
 };
 
 struct jk_bk_rules; /* the whole file: defaults, overrides, role lists, primary-care kinds */
@@ -102,6 +103,9 @@ int jk_bk_role_may(const struct jk_bk_rules *r, const char *list, const char *ro
 #define JK_BK_KIND_SYSTEM "https://jiankang.example/fhir/CodeSystem/institution-kind"
 int jk_bk_is_primary_care(const struct jk_bk_rules *r, struct json_object *organization);
 
+/* Whether local date day is a public holiday (holiday.dates) on which p's institution closes. */
+int jk_bk_is_holiday(const struct jk_bk_rules *r, const struct jk_bk_policy *p, const char *day);
+
 /* ---- local time (the policy's UTC offset; China has no daylight saving) ---- */
 
 /* The local date of ms as "YYYY-MM-DD" (11 bytes). */
@@ -109,6 +113,12 @@ char *jk_bk_day(const struct jk_bk_policy *p, int64_t ms, char out[static 11]);
 /* The instant of local date day (YYYY-MM-DD) at minute min after midnight; JK_EINVAL when day
  * is not a real date. */
 jk_rc jk_bk_at(const struct jk_bk_policy *p, const char *day, int min, int64_t *ms);
+/* Whether day is a real date written YYYY-MM-DD. */
+int jk_bk_day_ok(const char *day);
+/* The day of the week of a valid date: 0 Monday ... 6 Sunday. */
+int jk_bk_weekday(const char *day);
+/* day plus days (may be negative) into out; NULL when day is not a date. */
+char *jk_bk_day_add(const char *day, int days, char out[static 11]);
 /* "am" (before 12:00), "pm" (before 18:00) or "night" for a slot starting at ms. */
 const char *jk_bk_session(const struct jk_bk_policy *p, int64_t start_ms);
 
