@@ -205,7 +205,7 @@ static const char *const migrations[] = {
     " org TEXT NOT NULL, service TEXT NOT NULL, actor TEXT NOT NULL DEFAULT '',"
     " fee_level TEXT NOT NULL, day TEXT NOT NULL, session TEXT NOT NULL,"
     " start_ms BIGINT NOT NULL, end_ms BIGINT NOT NULL, capacity INTEGER NOT NULL,"
-    " status TEXT NOT NULL, UNIQUE (schedule_id, start_ms));"
+    " n_booked INTEGER NOT NULL DEFAULT 0, status TEXT NOT NULL, UNIQUE (schedule_id, start_ms));"
     "CREATE INDEX bk_slot_service ON bk_slot (service, day, start_ms);"
     "CREATE INDEX bk_slot_org ON bk_slot (org, day, start_ms);"
     "CREATE INDEX bk_slot_actor ON bk_slot (actor, day, start_ms);"
