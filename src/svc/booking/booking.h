@@ -37,10 +37,10 @@ int jk_bk_channel_parse(const char *s);                /* enum value, or -1 */
 enum jk_bk_scope { JK_BK_SCOPE_DEPARTMENT, JK_BK_SCOPE_INSTITUTION, JK_BK_SCOPE_ALL };
 enum jk_bk_period { JK_BK_DAY, JK_BK_WEEK, JK_BK_MONTH, JK_BK_QUARTER };
 
-#define JK_BK_MAX_LIMITS 8
-#define JK_BK_MAX_LADDER 8
+#define JK_BK_MAX_LIMITS    8
+#define JK_BK_MAX_LADDER    8
 #define JK_BK_MAX_REMINDERS 4
-#define JK_BK_MAX_ROLES 12
+#define JK_BK_MAX_ROLES     12
 
 struct jk_bk_limit {
     enum jk_bk_scope scope;
@@ -54,12 +54,12 @@ struct jk_bk_step { /* count no-shows in a calendar year suspend online booking 
 
 /* The rules that hold for one institution: the file's, with its overrides applied. */
 struct jk_bk_policy {
-    int utc_offset_min;      /* time.utc_offset_minutes */
-    int days_ahead;          /* release.days_ahead */
-    int release_min;         /* release.time, minutes after local midnight */
-    int slot_max_min;        /* slot.max_minutes */
+    int utc_offset_min;          /* time.utc_offset_minutes */
+    int days_ahead;              /* release.days_ahead */
+    int release_min;             /* release.time, minutes after local midnight */
+    int slot_max_min;            /* slot.max_minutes */
     int quota[JK_BK_N_CHANNELS]; /* quota.percent, summing to 100 */
-    unsigned reserved;       /* reserve.channels: bit (1u << channel) */
+    unsigned reserved;           /* reserve.channels: bit (1u << channel) */
     int reserve_advance_days;
     int reserve_return_h;
     int hold_s, offer_s;
@@ -132,5 +132,92 @@ void jk_bk_split(const struct jk_bk_policy *p, int capacity, int counts[JK_BK_N_
  * public channel, which is never "returned"). */
 void jk_bk_place_times(const struct jk_bk_policy *p, enum jk_bk_channel ch, const char *day,
                        int64_t start_ms, int64_t *open_ms, int64_t *public_ms);
+
+/* ---- the service ---- */
+
+#define JK_BK_REFUSAL_SYSTEM "https://jiankang.example/fhir/CodeSystem/booking-refusal"
+
+/* A slot of the pool (bk_slot). */
+struct jk_bk_slot {
+    char slot_id[65], schedule_id[65], org[65], service[65], actor[140];
+    char fee_level[16], day[11], session[8], status[12];
+    int64_t start_ms, end_ms;
+    int capacity, n_booked;
+};
+
+/* What every call needs: where messages go, the time, the rules. */
+struct jk_bk_call {
+    struct jk_arena *a;
+    struct jk_diag *d;
+    int64_t now_ms;
+    const struct jk_bk_rules *rules;
+};
+
+/* Who claims a place, for whom, through which channel. */
+struct jk_bk_who {
+    int64_t account_id;
+    enum jk_bk_channel channel;
+    int is_primary_care;        /* staff of a primary-care institution: reserved places */
+    const char *patient_id;     /* the Patient the booking is for */
+    const char *notify_patient; /* whose phone gets the messages (the booking resident's) */
+};
+
+/* A booking as the service reports it. */
+struct jk_bk_booking {
+    int64_t id;
+    const char *appointment_id; /* NULL for a hold */
+    const char *state, *channel, *patient_id, *person, *slot_id;
+    int64_t until_ms; /* a hold's end */
+    int is_late;      /* cancelled after the deadline: counts as a no-show */
+};
+
+/* The slot slot_id. JK_ENOTFOUND. A read. */
+jk_rc jk_bk_slot_get(jk_conn *c, const char *slot_id, struct jk_bk_slot *out);
+
+/* How many places of s who could claim now (a read, no lock; for a quick refusal and for
+ * $find). */
+jk_rc jk_bk_free_places(jk_conn *c, const struct jk_bk_call *k, const struct jk_bk_slot *s,
+                        const struct jk_bk_who *w, int *n);
+
+/* In a transaction: holds one place of slot_id for w (hold.seconds). */
+jk_rc jk_bk_hold(jk_conn *c, const struct jk_bk_call *k, const char *slot_id,
+                 const struct jk_bk_who *w, struct jk_bk_booking *out);
+
+/* In a transaction: books the hold hold_id (which w's account made and which has not lapsed),
+ * or, with hold_id 0, one place of slot_id directly; writes the Appointment. */
+jk_rc jk_bk_book(jk_conn *c, const struct jk_bk_call *k, int64_t hold_id, const char *slot_id,
+                 const struct jk_bk_who *w, struct jk_bk_booking *out);
+
+/* In a transaction: cancels Appointment appointment_id (free before the deadline, late
+ * after it) and offers the place to the first on the slot's waiting list. */
+jk_rc jk_bk_cancel(jk_conn *c, const struct jk_bk_call *k, const char *appointment_id,
+                   const char *reason, struct jk_bk_booking *out);
+
+/* In a transaction: moves Appointment appointment_id to a place of slot_id, under the same
+ * rules as a new booking (through channel of who). */
+jk_rc jk_bk_reschedule(jk_conn *c, const struct jk_bk_call *k, const char *appointment_id,
+                       const char *slot_id, const struct jk_bk_who *w, struct jk_bk_booking *out);
+
+/* In a transaction: the desk marks Appointment appointment_id arrived (state "arrived"), or
+ * the doctor fulfilled ("fulfilled"). */
+jk_rc jk_bk_advance(jk_conn *c, const struct jk_bk_call *k, const char *appointment_id,
+                    const char *state, struct jk_bk_booking *out);
+
+/* In a transaction: w queues for slot_id, which has no place for w's channel. */
+jk_rc jk_bk_wait(jk_conn *c, const struct jk_bk_call *k, const char *slot_id,
+                 const struct jk_bk_who *w, int64_t *wait_id);
+
+/* In a transaction: marks no-shows of slots ended noshow.after_minutes ago (suspending
+ * persons who reach a step of noshow.ladder), and offers the places of lapsed waiting-list
+ * offers to the next in line; at most max bookings. *n_done counts them. */
+jk_rc jk_bk_sweep(jk_conn *c, const struct jk_bk_call *k, size_t max, size_t *n_done);
+
+/* A booking by id or by appointment id (a read). JK_ENOTFOUND. */
+jk_rc jk_bk_booking_get(jk_conn *c, struct jk_arena *a, int64_t id, const char *appointment_id,
+                        struct jk_bk_booking *out);
+
+/* The suspension of person at now_ms: *until_ms 0 when none. */
+jk_rc jk_bk_suspension(jk_conn *c, const char *person, int64_t now_ms, int64_t *until_ms,
+                       int *noshows);
 
 #endif

@@ -14,8 +14,8 @@
 #define MS_PER_MIN 60000LL
 #define MS_PER_DAY 86400000LL
 
-static const char *const channel_names[JK_BK_N_CHANNELS] = {"window", "online", "phone",
-                                                            "referral", "family"};
+static const char *const channel_names[JK_BK_N_CHANNELS] = {"window", "online", "phone", "referral",
+                                                            "family"};
 
 const char *jk_bk_channel_name(enum jk_bk_channel ch)
 {
@@ -50,13 +50,24 @@ struct jk_bk_rules {
 static const char *const role_lists[4] = {"staff", "schedule", "desk", "stats"};
 
 /* The rules an institution may override, in the order policy_rule handles them. */
-static const char *const policy_codes[] = {
-    "time.utc_offset_minutes", "release.days_ahead",    "release.time",
-    "slot.max_minutes",        "quota.percent",         "reserve.channels",
-    "reserve.advance_days",    "reserve.return_hours",  "hold.seconds",
-    "waitlist.offer_seconds",  "cancel.deadline",       "limit.session_scope",
-    "limit.counts",            "noshow.after_minutes",  "noshow.ladder",
-    "reminder.before_minutes", "holiday.open",          NULL};
+static const char *const policy_codes[] = {"time.utc_offset_minutes",
+                                           "release.days_ahead",
+                                           "release.time",
+                                           "slot.max_minutes",
+                                           "quota.percent",
+                                           "reserve.channels",
+                                           "reserve.advance_days",
+                                           "reserve.return_hours",
+                                           "hold.seconds",
+                                           "waitlist.offer_seconds",
+                                           "cancel.deadline",
+                                           "limit.session_scope",
+                                           "limit.counts",
+                                           "noshow.after_minutes",
+                                           "noshow.ladder",
+                                           "reminder.before_minutes",
+                                           "holiday.open",
+                                           NULL};
 
 struct ctx {
     const char *path;
@@ -186,7 +197,8 @@ static jk_rc policy_rule(const struct ctx *x, int i, struct json_object *v, stru
         for (size_t k = 0; k < json_object_array_length(v); k++) {
             int ch = name_index(channel_names, JK_BK_N_CHANNELS, json_object_array_get_idx(v, k));
             if (ch < 0 || ch == JK_BK_ONLINE)
-                return fail(x, "lists channels other than online (window, phone, referral, family)");
+                return fail(x,
+                            "lists channels other than online (window, phone, referral, family)");
             p->reserved |= 1u << ch;
         }
         return JK_OK;
@@ -274,8 +286,7 @@ static int cmp_day(const void *a, const void *b)
 
 static jk_rc read_holidays(const struct ctx *x, struct json_object *v, struct jk_bk_rules *r)
 {
-    if (!json_object_is_type(v, json_type_array))
-        return fail(x, "must be a list of {date, name}");
+    if (!json_object_is_type(v, json_type_array)) return fail(x, "must be a list of {date, name}");
     r->n_holidays = json_object_array_length(v);
     r->holidays = calloc(r->n_holidays ? r->n_holidays : 1, sizeof *r->holidays);
     if (!r->holidays) return JK_ENOMEM;
@@ -340,9 +351,12 @@ void jk_bk_rules_free(struct jk_bk_rules *r)
 
 jk_rc jk_bk_rules_load(const char *path, struct jk_bk_rules **out, char *err, size_t errlen)
 {
-    static const char *const others[] = {"reserve.primary_care_kinds", "roles.staff",
-                                         "roles.schedule",             "roles.desk",
-                                         "roles.stats",                "holiday.dates",
+    static const char *const others[] = {"reserve.primary_care_kinds",
+                                         "roles.staff",
+                                         "roles.schedule",
+                                         "roles.desk",
+                                         "roles.stats",
+                                         "holiday.dates",
                                          "institutions"};
     const char *known[sizeof policy_codes / sizeof policy_codes[0] + 7];
     size_t n_known = 0;
@@ -363,8 +377,7 @@ jk_rc jk_bk_rules_load(const char *path, struct jk_bk_rules **out, char *err, si
     if (!rc) rc = jk_rules_known_keys(rules, known, x.path, "/rules", err, errlen);
     for (size_t i = 0; !rc && i < n_known; i++) {
         if (!json_object_object_get_ex(rules, known[i], &rule)) {
-            rc = jk_rules_fail(err, errlen, x.path, "/rules", "the rule '%s' is missing",
-                               known[i]);
+            rc = jk_rules_fail(err, errlen, x.path, "/rules", "the rule '%s' is missing", known[i]);
             break;
         }
         if ((rc = jk_rules_rule(rule, x.path, known[i], ptr, sizeof ptr, &v, err, errlen))) break;
@@ -525,8 +538,8 @@ int jk_bk_day_ok(const char *day)
 int jk_bk_weekday(const char *day)
 {
     int y = (day[0] - '0') * 1000 + (day[1] - '0') * 100 + (day[2] - '0') * 10 + day[3] - '0';
-    int64_t z = days_from_civil(y, (day[5] - '0') * 10 + day[6] - '0',
-                                (day[8] - '0') * 10 + day[9] - '0');
+    int64_t z =
+        days_from_civil(y, (day[5] - '0') * 10 + day[6] - '0', (day[8] - '0') * 10 + day[9] - '0');
     return (int)((z % 7 + 7 + 3) % 7); /* 1970-01-01 was a Thursday: 0 = Monday */
 }
 
@@ -570,7 +583,7 @@ void jk_bk_place_times(const struct jk_bk_policy *p, enum jk_bk_channel ch, cons
     int is_reserved = (int)(p->reserved >> ch & 1u);
     int64_t at = 0;
     if (jk_bk_at(p, day, p->release_min, &at)) at = start_ms;
-    *open_ms = at - (int64_t)(p->days_ahead + (is_reserved ? p->reserve_advance_days : 0)) *
-                        MS_PER_DAY;
+    *open_ms =
+        at - (int64_t)(p->days_ahead + (is_reserved ? p->reserve_advance_days : 0)) * MS_PER_DAY;
     *public_ms = is_reserved ? start_ms - (int64_t)p->reserve_return_h * 3600000LL : 0;
 }
