@@ -188,5 +188,16 @@ jk_rc jk_api_card_bind(struct jk_http_req *rq);
 jk_rc jk_api_card_revoke(struct jk_http_req *rq);
 jk_rc jk_api_card_uses(struct jk_http_req *rq);
 jk_rc jk_api_card_verify(struct jk_http_req *rq);
+/* booking_api.c: the booking pool (docs/internals/booking.md); rules installed by jk_bk_start */
+jk_rc jk_api_booking_find(struct jk_http_req *rq);
+jk_rc jk_api_booking_me(struct jk_http_req *rq);
+jk_rc jk_api_booking_desk(struct jk_http_req *rq);
+jk_rc jk_api_booking_wait(struct jk_http_req *rq);
+jk_rc jk_api_booking_hold(struct jk_http_req *rq);
+jk_rc jk_api_booking_book(struct jk_http_req *rq);
+jk_rc jk_api_booking_cancel(struct jk_http_req *rq);
+jk_rc jk_api_booking_reschedule(struct jk_http_req *rq);
+jk_rc jk_api_booking_checkin(struct jk_http_req *rq);
+jk_rc jk_api_booking_complete(struct jk_http_req *rq);
 
 #endif

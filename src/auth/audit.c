@@ -74,6 +74,14 @@ static const struct action {
     {"card-revoke", "U", ET_REST, SUB_LOCAL, "card-revoke", "health card revoked"},
     {"card-qr", "E", ET_REST, SUB_LOCAL, "card-qr", "health card QR code issued"},
     {"card-verify", "E", ET_REST, SUB_LOCAL, "card-verify", "health card QR code verified"},
+    /* the booking pool (docs/internals/booking.md) */
+    {"booking-hold", "C", ET_REST, SUB_LOCAL, "booking-hold", "booking: place held"},
+    {"booking-book", "C", ET_REST, SUB_LOCAL, "booking-book", "booking: appointment booked"},
+    {"booking-cancel", "U", ET_REST, SUB_LOCAL, "booking-cancel", "booking: cancelled"},
+    {"booking-reschedule", "U", ET_REST, SUB_LOCAL, "booking-reschedule", "booking: moved"},
+    {"booking-checkin", "U", ET_REST, SUB_LOCAL, "booking-checkin", "booking: checked in"},
+    {"booking-complete", "U", ET_REST, SUB_LOCAL, "booking-complete", "booking: fulfilled"},
+    {"booking-wait", "C", ET_REST, SUB_LOCAL, "booking-wait", "booking: waiting list joined"},
 };
 
 /* Actions whose reason field is a detail (why a login failed, what an administrator changed)

@@ -167,6 +167,7 @@ struct jk_bk_booking {
     int64_t id;
     const char *appointment_id; /* NULL for a hold */
     const char *state, *channel, *patient_id, *person, *slot_id;
+    const char *org; /* the slot's institution (an Organization id) */
     int64_t until_ms; /* a hold's end */
     int is_late;      /* cancelled after the deadline: counts as a no-show */
 };
@@ -178,6 +179,11 @@ jk_rc jk_bk_slot_get(jk_conn *c, const char *slot_id, struct jk_bk_slot *out);
  * $find). */
 jk_rc jk_bk_free_places(jk_conn *c, const struct jk_bk_call *k, const struct jk_bk_slot *s,
                         const struct jk_bk_who *w, int *n);
+
+/* The refusal when w finds no place of sl: the places open later (release.time, 422), or
+ * none is left (full, 409). Always a non-zero rc with an issue. */
+jk_rc jk_bk_no_place(jk_conn *c, const struct jk_bk_call *k, const struct jk_bk_slot *sl,
+                     const struct jk_bk_who *w);
 
 /* In a transaction: holds one place of slot_id for w (hold.seconds). */
 jk_rc jk_bk_hold(jk_conn *c, const struct jk_bk_call *k, const char *slot_id,

@@ -287,7 +287,7 @@ static void read_row(struct jk_arena *a, jk_stmt *s, struct row *r)
     r->b.slot_id = col(a, s, 6);
     r->b.until_ms = jk_stmt_col_int(s, 7);
     r->b.is_late = (int)jk_stmt_col_int(s, 8);
-    r->org = col(a, s, 9);
+    r->org = r->b.org = col(a, s, 9);
     r->service = col(a, s, 10);
     r->day = col(a, s, 11);
     r->place_id = jk_stmt_col_int(s, 12);
@@ -372,6 +372,36 @@ static jk_rc lapse_taken(jk_conn *c, const struct jk_bk_call *k, int64_t booking
     return rc;
 }
 
+jk_rc jk_bk_no_place(jk_conn *c, const struct jk_bk_call *k, const struct jk_bk_slot *sl,
+                     const struct jk_bk_who *w)
+{
+    const char *ch = jk_bk_channel_name(w->channel);
+    int64_t now = k->now_ms;
+    /* not open yet for this channel (a wave to come), or full */
+    static const char sql_opens[] = "SELECT min(open_ms) FROM bk_place WHERE slot_id = ? AND "
+                                    "channel = ? AND open_ms > ? AND state = 'free'";
+    jk_stmt *s;
+    int has_row;
+    jk_rc rc = q(c, sql_opens, &s, &has_row, "tti", sl->slot_id, ch, now);
+    int64_t opens = !rc && has_row && !jk_stmt_col_is_null(s, 0) ? jk_stmt_col_int(s, 0) : 0;
+    if (s) jk_stmt_reset(s);
+    if (rc) return rc;
+    if (opens) {
+        struct jk_bk_policy p;
+        jk_bk_policy(k->rules, sl->org, &p);
+        const char *when = local_time(k, &p, opens);
+        return refuse(k, JK_ERULE, "release.time",
+                      jk_arena_printf(
+                          k->a, "该时段的号源于 %s 开放预约（规则 release.time），届时再来", when),
+                      jk_arena_printf(k->a,
+                                      "the places of this slot open at %s (rule release.time): "
+                                      "book from then",
+                                      when));
+    }
+    return refuse(k, JK_ECONFLICT, "full", "该时段已没有可预约的号源，可加入候补队列",
+                  "no place of this slot is left for your channel: join its waiting list");
+}
+
 /* Claims one place of slot s for booking booking_id, held until until_ms. JK_ECONFLICT with
  * an issue when none is left for w. *place_id. */
 static jk_rc claim(jk_conn *c, const struct jk_bk_call *k, const struct jk_bk_slot *sl,
@@ -409,29 +439,7 @@ static jk_rc claim(jk_conn *c, const struct jk_bk_call *k, const struct jk_bk_sl
         *place_id = id;
         return was_held && prev ? lapse_taken(c, k, prev) : JK_OK;
     }
-    /* none: not open yet for this channel (a wave to come), or full */
-    static const char sql_opens[] = "SELECT min(open_ms) FROM bk_place WHERE slot_id = ? AND "
-                                    "channel = ? AND open_ms > ? AND state = 'free'";
-    jk_stmt *s;
-    int has_row;
-    jk_rc rc = q(c, sql_opens, &s, &has_row, "tti", sl->slot_id, ch, now);
-    int64_t opens = !rc && has_row && !jk_stmt_col_is_null(s, 0) ? jk_stmt_col_int(s, 0) : 0;
-    if (s) jk_stmt_reset(s);
-    if (rc) return rc;
-    if (opens) {
-        struct jk_bk_policy p;
-        jk_bk_policy(k->rules, sl->org, &p);
-        const char *when = local_time(k, &p, opens);
-        return refuse(k, JK_ERULE, "release.time",
-                      jk_arena_printf(
-                          k->a, "该时段的号源于 %s 开放预约（规则 release.time），届时再来", when),
-                      jk_arena_printf(k->a,
-                                      "the places of this slot open at %s (rule release.time): "
-                                      "book from then",
-                                      when));
-    }
-    return refuse(k, JK_ECONFLICT, "full", "该时段已没有可预约的号源，可加入候补队列",
-                  "no place of this slot is left for your channel: join its waiting list");
+    return jk_bk_no_place(c, k, sl, w);
 }
 
 /* The session key of a booking: who may have one booking in it (limit.session_scope). */
@@ -553,7 +561,7 @@ static jk_rc take(jk_conn *c, const struct jk_bk_call *k, const struct jk_bk_slo
     out->b.person = jk_arena_strdup(k->a, person);
     out->b.slot_id = sl->slot_id;
     out->b.until_ms = until_ms;
-    out->org = sl->org;
+    out->org = out->b.org = sl->org;
     out->service = sl->service;
     out->day = sl->day;
     return out->b.person ? JK_OK : JK_ENOMEM;
