@@ -180,10 +180,26 @@ static jk_rc rule_value(const char *code, struct json_object *v, const char *pat
     return jk_rules_fail(err, errlen, path, ptr, "unknown rule '%.200s'", code);
 }
 
+static const char *const other_rules[] = {"retry.backoff_seconds", "retry.max_attempts",
+                                          "claim.lease_seconds"};
+
+#define N_OTHER_RULES (sizeof other_rules / sizeof other_rules[0])
+
+/* The code of the i-th rule the file must have (i < N_TOPICS + N_OTHER_RULES). */
+static const char *rule_code(size_t i)
+{
+    return i < N_TOPICS ? topics[i].rule : other_rules[i - N_TOPICS];
+}
+
+static int rule_known(const char *code)
+{
+    for (size_t i = 0; i < N_TOPICS + N_OTHER_RULES; i++)
+        if (!strcmp(rule_code(i), code)) return 1;
+    return 0;
+}
+
 static jk_rc rules_load(const char *path, struct ob_rules *out, char *err, size_t errlen)
 {
-    static const char *const required[] = {"retry.backoff_seconds", "retry.max_attempts",
-                                           "claim.lease_seconds"};
     struct json_object *root, *rules, *v;
     char ptr[256];
     memset(out, 0, sizeof *out);
@@ -192,12 +208,17 @@ static jk_rc rules_load(const char *path, struct ob_rules *out, char *err, size_
     if ((rc = jk_rules_top(root, path, "notifications", &rules, err, errlen))) goto out;
     json_object_object_foreach(rules, code, rule)
     {
+        if (!rule_known(code)) {
+            snprintf(ptr, sizeof ptr, "/rules/%.200s", code);
+            rc = jk_rules_fail(err, errlen, path, ptr, "unknown rule '%.200s'", code);
+            goto out;
+        }
         if ((rc = jk_rules_rule(rule, path, code, ptr, sizeof ptr, &v, err, errlen)) ||
             (rc = rule_value(code, v, path, ptr, out, err, errlen)))
             goto out;
     }
-    for (size_t i = 0; i < N_TOPICS + 3; i++) {
-        const char *name = i < N_TOPICS ? topics[i].rule : required[i - N_TOPICS];
+    for (size_t i = 0; i < N_TOPICS + N_OTHER_RULES; i++) {
+        const char *name = rule_code(i);
         if (!json_object_object_get_ex(rules, name, &v)) {
             snprintf(ptr, sizeof ptr, "/rules/%s", name);
             rc = jk_rules_fail(err, errlen, path, ptr, "the rule is missing");
@@ -485,7 +506,7 @@ static jk_rc claim_tx(jk_conn *c, void *arg)
 /* The 11 digits of a mainland mobile number in s (spaces, hyphens and +86 allowed), or 0. */
 static int mobile_norm(const char *s, char out[12])
 {
-    char d[24];
+    char d[24] = "";
     size_t n = 0;
     for (; *s; s++) {
         if (*s == ' ' || *s == '-' || (*s == '+' && !n)) continue;
@@ -533,8 +554,8 @@ static int telecom_mobile(struct json_object *patient, char phone[12])
 /* The mobile number of Patient patient_id into phone. JK_OK with phone empty and *why set
  * when there is none (the message can never go by SMS); another rc when it could not be read
  * now. The number is opened here (it is sealed at rest) and goes nowhere but the adapter. */
-static jk_rc patient_phone(jk_store *db, struct jk_arena *a, const char *patient_id,
-                           char phone[12], const char **why)
+static jk_rc patient_phone(jk_store *db, struct jk_arena *a, const char *patient_id, char phone[12],
+                           const char **why)
 {
     jk_conn *c = jk_store_conn(db);
     struct jk_res cur;
@@ -578,12 +599,14 @@ static int list_has(const char *list, const char *name)
     return 0;
 }
 
-static void add_error(struct outcome *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void add_error(struct outcome *o, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static void add_error(struct outcome *o, const char *fmt, ...)
 {
     size_t n = strlen(o->error);
     va_list ap;
-    if (n && n + 2 < sizeof o->error) n += (size_t)snprintf(o->error + n, sizeof o->error - n, "; ");
+    if (n && n + 2 < sizeof o->error)
+        n += (size_t)snprintf(o->error + n, sizeof o->error - n, "; ");
     if (n >= sizeof o->error - 1) return;
     va_start(ap, fmt);
     vsnprintf(o->error + n, sizeof o->error - n, fmt, ap);

@@ -13,7 +13,8 @@
 static jk_rc log_send(const struct jk_wechat_msg *m)
 {
     char masked[16];
-    jk_log_info("wechat", "%s to %s", m->topic, jk_wechat_mask(m->patient_id, masked, sizeof masked));
+    jk_log_info("wechat", "%s to %s", m->topic,
+                jk_wechat_mask(m->patient_id, masked, sizeof masked));
     return JK_OK;
 }
 
