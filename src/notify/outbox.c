@@ -613,63 +613,91 @@ static void add_error(struct outcome *o, const char *fmt, ...)
     va_end(ap);
 }
 
-/* Sends the row through every configured channel that has not delivered it yet. */
+/* The row's text into text. 0, or 1 with the error in o when it can never be made. */
+static int make_text(const struct ob_row *row, struct json_object *payload, struct jk_buf *text,
+                     struct outcome *o)
+{
+    char err[300] = "";
+    int t = topic_index(row->topic);
+    if (t < 0)
+        add_error(o, "no template for the topic");
+    else if (!json_object_is_type(payload, json_type_object))
+        add_error(o, "the payload is not a JSON object");
+    else if (render(ob.r.templates[t], payload, text, err, sizeof err))
+        add_error(o, "%s", err);
+    else
+        return 0;
+    return 1;
+}
+
+/* The kinds of failure of a row's delivery, as bits. */
+enum { FAIL_NEVER = 1, FAIL_NOW = 2 };
+
+/* Sends m through every configured channel that has not delivered it yet, recording those
+ * that do in o->sent. phone_rc: why the Patient could not be read (the SMS channel fails for
+ * now); no_phone: why it has no number (the SMS channel can never deliver). Returns FAIL_*
+ * bits. */
+static unsigned send_all(const struct ob_msg *m, jk_rc phone_rc, const char *no_phone,
+                         struct outcome *o)
+{
+    unsigned fail = 0;
+    for (size_t i = 0; i < ob.n_ch; i++) {
+        const struct ob_channel *ch = ob.ch[i];
+        if (list_has(o->sent, ch->name)) continue;
+        jk_rc rc = JK_OK;
+        if (ch->needs_phone && phone_rc) {
+            rc = phone_rc;
+        } else if (ch->needs_phone && !m->phone) {
+            add_error(o, "%s: %s", ch->name, no_phone);
+            fail |= FAIL_NEVER;
+            continue;
+        } else {
+            rc = ch->send(m);
+        }
+        if (!rc) {
+            size_t n = strlen(o->sent);
+            snprintf(o->sent + n, sizeof o->sent - n, "%s%s", n ? "," : "", ch->name);
+        } else if (rc == JK_EINVAL) {
+            add_error(o, "%s: the recipient cannot receive it", ch->name);
+            fail |= FAIL_NEVER;
+        } else {
+            add_error(o, "%s: not delivered (%s)", ch->name, jk_rc_name(rc));
+            fail |= FAIL_NOW;
+        }
+    }
+    return fail;
+}
+
+/* Delivers the row, and decides what becomes of it: sent when every channel delivered it;
+ * failed at once when one never can (the others still send it), or after the last attempt;
+ * else tried again after the back-off step of this attempt. */
 static void deliver(jk_store *db, struct jk_arena *a, const struct ob_row *row, int64_t now_ms,
                     struct outcome *o)
 {
-    int is_permanent = 0, is_transient = 0;
-    char phone[12] = "", err[300] = "";
+    char phone[12] = "";
     memset(o, 0, sizeof *o);
     o->attempts = row->attempts + 1;
     snprintf(o->sent, sizeof o->sent, "%s", row->sent);
-    int t = topic_index(row->topic);
     struct json_object *payload = json_tokener_parse(row->payload);
     struct jk_buf text;
     jk_buf_init(&text, OB_TEXT_MAX);
-    if (t < 0) {
-        add_error(o, "no template for the topic");
-        is_permanent = 1;
-    } else if (!json_object_is_type(payload, json_type_object)) {
-        add_error(o, "the payload is not a JSON object");
-        is_permanent = 1;
-    } else if (render(ob.r.templates[t], payload, &text, err, sizeof err)) {
-        add_error(o, "%s", err);
-        is_permanent = 1;
-    }
-    int needs_phone = 0;
-    for (size_t i = 0; i < ob.n_ch; i++)
-        if (ob.ch[i]->needs_phone && !list_has(o->sent, ob.ch[i]->name)) needs_phone = 1;
-    const char *no_phone = NULL;
-    jk_rc rc = JK_OK;
-    if (!is_permanent && needs_phone) rc = patient_phone(db, a, row->patient_id, phone, &no_phone);
-    struct ob_msg m = {row->topic, row->patient_id, phone[0] ? phone : NULL, text.p, payload};
-    for (size_t i = 0; !is_permanent && i < ob.n_ch; i++) {
-        const struct ob_channel *ch = ob.ch[i];
-        if (list_has(o->sent, ch->name)) continue;
-        jk_rc sent_rc = ch->needs_phone && rc ? rc : JK_OK;
-        if (ch->needs_phone && !rc && !phone[0]) {
-            add_error(o, "%s: %s", ch->name, no_phone);
-            is_permanent = 1;
-            continue;
-        }
-        if (!sent_rc) sent_rc = ch->send(&m);
-        if (!sent_rc) {
-            size_t n = strlen(o->sent);
-            snprintf(o->sent + n, sizeof o->sent - n, "%s%s", n ? "," : "", ch->name);
-        } else if (sent_rc == JK_EINVAL) {
-            add_error(o, "%s: the recipient cannot receive it", ch->name);
-            is_permanent = 1;
-        } else {
-            add_error(o, "%s: not delivered (%s)", ch->name, jk_rc_name(sent_rc));
-            is_transient = 1;
-        }
+    unsigned fail = make_text(row, payload, &text, o) ? FAIL_NEVER : 0;
+    if (!fail) {
+        int needs_phone = 0;
+        const char *no_phone = NULL;
+        jk_rc phone_rc = JK_OK;
+        for (size_t i = 0; i < ob.n_ch; i++)
+            if (ob.ch[i]->needs_phone && !list_has(o->sent, ob.ch[i]->name)) needs_phone = 1;
+        if (needs_phone) phone_rc = patient_phone(db, a, row->patient_id, phone, &no_phone);
+        struct ob_msg m = {row->topic, row->patient_id, phone[0] ? phone : NULL, text.p, payload};
+        fail = send_all(&m, phone_rc, no_phone, o);
     }
     explicit_bzero(phone, sizeof phone);
     jk_buf_free(&text);
     json_object_put(payload);
-    if (!is_permanent && !is_transient) {
+    if (!fail) {
         o->state = "sent";
-    } else if (is_permanent || o->attempts >= ob.r.max_attempts) {
+    } else if ((fail & FAIL_NEVER) || o->attempts >= ob.r.max_attempts) {
         o->state = "failed";
     } else {
         size_t step = (size_t)o->attempts - 1;

@@ -492,6 +492,16 @@ static void test_no_phone_fails_without_retry(void **state)
     put(f, "booking.confirmed", "Appointment/a5", none, 5, NOW_MS);
     assert_int_equal(run_at(f, NOW_MS), 1);
     assert_int_equal(probe_wx.sends[5], 1);
+    /* Both channels: WeChat still delivers it, and the row fails for the SMS. */
+    use_channels("sms,wechat");
+    put(f, "booking.confirmed", "Appointment/a6", none, 6, NOW_MS);
+    assert_int_equal(run_at(f, NOW_MS), 0);
+    struct row r = row_get(f, 6);
+    assert_string_equal(r.state, "failed");
+    assert_string_equal(r.sent, "wechat");
+    assert_string_equal(r.error, "sms: the Patient has no mobile phone number");
+    assert_int_equal(probe_wx.sends[6], 1);
+    assert_int_equal(probe_sms.n_calls, 0);
 }
 
 /* The phone is the sealed one of the Patient, opened: a mobile number before a landline,
