@@ -25,7 +25,9 @@
 #include "fhir/rest.h"
 #include "fhir/validate.h"
 #include "mpi/idnum.h"
+#include "notify/outbox.h"
 #include "notify/sms.h"
+#include "notify/wechat.h"
 
 static const char usage_main[] =
     "usage: jiankang COMMAND [OPTIONS]\n"
@@ -266,6 +268,17 @@ static int cmd_import(struct cli *cli)
     return jk_cli_import(&cli->cfg, cli->paths, cli->n_paths, cli->jobs);
 }
 
+/* The notifications: the WeChat adapter, the outbox's templates and channels, and its
+ * dispatcher on db (stopped by jk_outbox_stop before db closes). */
+static jk_rc notify_start(const struct jk_config *cfg, jk_store *db, char *err, size_t errlen)
+{
+    jk_rc rc = jk_wechat_init(cfg->wechat, err, errlen);
+    if (!rc) rc = jk_outbox_init(cfg->notify_channels, err, errlen);
+    if (!rc && (rc = jk_outbox_start(db)))
+        snprintf(err, errlen, "the notification dispatcher cannot start: %s", jk_rc_name(rc));
+    return rc;
+}
+
 static int cmd_serve(struct cli *cli)
 {
     const struct jk_config *cfg = &cli->cfg;
@@ -333,13 +346,14 @@ static int cmd_serve(struct cli *cli)
     struct jk_audit_ticker *ticker = NULL;
     int status = 1;
     if (jk_security_rules_load(jk_security_rules_path(), &sec, err, sizeof err) ||
-        jk_sms_init(cfg->sms, err, sizeof err) || jk_api_resident_init(keys, err, sizeof err) ||
-        jk_api_card_init(keys, err, sizeof err))
+        jk_sms_init(cfg->sms, err, sizeof err) || notify_start(cfg, db, err, sizeof err) ||
+        jk_api_resident_init(keys, err, sizeof err) || jk_api_card_init(keys, err, sizeof err))
         fprintf(stderr, "jiankang: %s\n", err);
     else if (!jk_api_auth_init(&sec) && !jk_api_audit_init(keys) &&
              !jk_audit_ticker_start(&audit, db, &ticker) && !jk_http_start(&hc, &app.srv))
         status = 0;
     if (status) {
+        jk_outbox_stop();
         jk_audit_ticker_stop(ticker);
         jk_keys_free(keys);
         jk_store_close(db);
@@ -375,6 +389,7 @@ static int cmd_serve(struct cli *cli)
     sigwait(&stop, &sig);
     jk_log_info("main", "signal %d: finishing in-flight requests", sig);
     jk_http_stop(app.srv, 10000);
+    jk_outbox_stop();
     if (jk_audit_ticker_stop(ticker)) status = 1; /* the last records signed, or say so */
     jk_keys_free(keys);
     jk_store_close(db);

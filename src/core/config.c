@@ -36,6 +36,8 @@ static const struct key {
     {"security", K_BOOL, offsetof(struct jk_config, security), 0, 0, 1,
      "on, or off for development only (no token, no check, no audit)"},
     STR(sms, "SMS gateway adapter for registration codes: log (writes them to the server log)"),
+    STR(wechat, "WeChat adapter for notifications: log (writes topic and masked recipient)"),
+    STR(notify_channels, "channels notifications are sent through: sms, wechat, comma-separated"),
     NUM(max_body_bytes, 1024, 1L << 30, "largest request body"),
     NUM(max_url_bytes, 256, 1L << 20, "longest URL"),
     NUM(max_headers, 8, 10000, "most request headers"),
@@ -60,6 +62,8 @@ void jk_config_defaults(struct jk_config *cfg)
     cfg->access_log = 1;
     cfg->security = 1;
     snprintf(cfg->sms, sizeof cfg->sms, "log");
+    snprintf(cfg->wechat, sizeof cfg->wechat, "log");
+    snprintf(cfg->notify_channels, sizeof cfg->notify_channels, "sms");
     cfg->max_body_bytes = 16L << 20;
     cfg->max_url_bytes = 8192;
     cfg->max_headers = 100;

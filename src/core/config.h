@@ -18,6 +18,9 @@ struct jk_config {
     long access_log;    /* 1: one JSON line per request */
     long security;      /* 1 (on): tokens, authorisation and audit; 0: development only */
     char sms[32];       /* the SMS gateway adapter (src/notify/sms.c): "log" */
+    char wechat[32];    /* the WeChat adapter (src/notify/wechat.c): "log" */
+    /* the outbox's channels, comma-separated: "sms", "sms,wechat" */
+    char notify_channels[64];
     long max_body_bytes;
     long max_url_bytes;
     long max_headers;

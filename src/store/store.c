@@ -242,6 +242,10 @@ static const char *const migrations[] = {
     " done_ms BIGINT, error TEXT NOT NULL DEFAULT '');"
     "CREATE INDEX outbox_due ON outbox (state, due_ms);"
     "CREATE INDEX outbox_ref ON outbox (ref, state);",
+
+    /* 11: the channels a notification was delivered through already (comma-separated), so
+     * that a retry sends only through the channels that failed (docs/internals/booking.md) */
+    "ALTER TABLE outbox ADD COLUMN sent_channels TEXT NOT NULL DEFAULT '';",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
