@@ -48,8 +48,8 @@ static const struct jk_bk_rules *rules(void)
  * valueId, valueDate, valueInteger, valueReference.reference), or NULL. */
 static const char *param(struct jk_arena *a, struct json_object *params, const char *name)
 {
-    static const char *const kinds[] = {"valueString", "valueCode", "valueId", "valueDate",
-                                        "valueInstant", NULL};
+    static const char *const kinds[] = {"valueString", "valueCode",    "valueId",
+                                        "valueDate",   "valueInstant", NULL};
     struct json_object *arr, *v;
     if (!params || !json_object_object_get_ex(params, "parameter", &arr)) return NULL;
     for (size_t i = 0; i < json_object_array_length(arr); i++) {
@@ -85,13 +85,11 @@ static jk_rc parameters(struct jk_http_req *rq, struct json_object **out)
 }
 
 /* A reference type/<id> (or a bare id) in s: its id, or NULL with an issue naming what. */
-static const char *ref_id(struct jk_http_req *rq, const char *s, const char *type,
-                          const char *what)
+static const char *ref_id(struct jk_http_req *rq, const char *s, const char *type, const char *what)
 {
     const char *id = s ? jk_api_ref_id(s, type) : NULL;
     if (!s)
-        jk_diag_add(&rq->diag, JK_EINVAL, "required", what, "%s is required (%s/<id>)", what,
-                    type);
+        jk_diag_add(&rq->diag, JK_EINVAL, "required", what, "%s is required (%s/<id>)", what, type);
     else if (!jk_fhir_id_ok(id))
         jk_diag_add(&rq->diag, JK_EINVAL, "value", what, "%s must be a reference %s/<id>", what,
                     type);
@@ -102,7 +100,7 @@ static const char *ref_id(struct jk_http_req *rq, const char *s, const char *typ
 
 /* ---- the job: checks on the request thread, the change in one transaction ---- */
 
-static const char *const actions[] = {"booking-hold",     "booking-book",    "booking-cancel",
+static const char *const actions[] = {"booking-hold",       "booking-book",    "booking-cancel",
                                       "booking-reschedule", "booking-checkin", "booking-complete",
                                       "booking-wait"};
 
@@ -194,19 +192,18 @@ static jk_rc job_finish(struct jk_http_req *rq)
         struct json_object *o = json_object_new_object();
         json_object_object_add(o, "resourceType", json_object_new_string("Parameters"));
         if (j->op == OP_HOLD) {
-            add_param(o, "hold", "valueString",
-                      json_object_new_string(jk_arena_printf(rq->arena, "%lld",
-                                                             (long long)j->out.id)));
+            add_param(
+                o, "hold", "valueString",
+                json_object_new_string(jk_arena_printf(rq->arena, "%lld", (long long)j->out.id)));
             add_param(o, "expires", "valueInstant",
                       json_object_new_string(jk_time_iso(j->out.until_ms, when, sizeof when)));
         } else {
-            add_param(o, "waiting", "valueString",
-                      json_object_new_string(jk_arena_printf(rq->arena, "%lld",
-                                                             (long long)j->wait_id)));
+            add_param(
+                o, "waiting", "valueString",
+                json_object_new_string(jk_arena_printf(rq->arena, "%lld", (long long)j->wait_id)));
         }
         add_param(o, "slot", "valueReference", reference(rq->arena, "Slot", j->slot));
-        add_param(o, "patient", "valueReference",
-                  reference(rq->arena, "Patient", j->w.patient_id));
+        add_param(o, "patient", "valueReference", reference(rq->arena, "Patient", j->w.patient_id));
         return send_params(rq, 201, o);
     }
     jk_authz_touch(); /* an Appointment gives its institution a relationship */
@@ -350,8 +347,7 @@ static jk_rc resolve_who(struct jk_http_req *rq, struct job *j, const struct jk_
     if ((rc = is_real_name(c, patient, &ok))) return rc;
     if (!ok)
         return jk_diag_add(&rq->diag, JK_EFORBIDDEN, "forbidden", "patient",
-                           "Patient/%s has no identity document: booking is by real name",
-                           patient);
+                           "Patient/%s has no identity document: booking is by real name", patient);
     j->w.channel = (enum jk_bk_channel)ch;
     j->w.is_primary_care = is_primary;
     return JK_OK;
@@ -406,8 +402,8 @@ static jk_rc claim_op(struct jk_http_req *rq, enum op op)
         struct jk_bk_booking b;
         if (!rc && !c) rc = JK_EDB;
         if (!rc && (rc = jk_bk_booking_get(c, rq->arena, j->hold_id, NULL, &b)) == JK_ENOTFOUND)
-            rc = jk_diag_add(&rq->diag, JK_ENOTFOUND, "not-found", "hold",
-                             "there is no hold %s", hold);
+            rc = jk_diag_add(&rq->diag, JK_ENOTFOUND, "not-found", "hold", "there is no hold %s",
+                             hold);
         if (!rc) slot = b.slot_id;
         if (!rc && !patient) patient = jk_arena_printf(rq->arena, "Patient/%s", b.patient_id);
     }
@@ -458,8 +454,8 @@ static jk_rc change_op(struct jk_http_req *rq, enum op op)
         return jk_diag_add(&rq->diag, JK_EINVAL, "value", NULL, "'%s' is not an Appointment id",
                            id ? id : "");
     if (j->reason && strlen(j->reason) > MAX_REASON)
-        return jk_diag_add(&rq->diag, JK_EINVAL, "too-long", "reason",
-                           "reason is at most %d bytes", MAX_REASON);
+        return jk_diag_add(&rq->diag, JK_EINVAL, "too-long", "reason", "reason is at most %d bytes",
+                           MAX_REASON);
     if (!c) return JK_EDB;
     rc = jk_bk_booking_get(c, rq->arena, 0, id, &b);
     if (rc == JK_ENOTFOUND)
@@ -569,7 +565,10 @@ jk_rc jk_api_booking_find(struct jk_http_req *rq)
                            "practitioner=Practitioner/<id>");
     const char *key = jk_api_ref_id(keys[by], types[by]);
     if (!jk_fhir_id_ok(key))
-        return jk_diag_add(&rq->diag, JK_EINVAL, "value", by == 0 ? "service" : by == 1 ? "org" : "practitioner",
+        return jk_diag_add(&rq->diag, JK_EINVAL, "value",
+                           by == 0   ? "service"
+                           : by == 1 ? "org"
+                                     : "practitioner",
                            "must be a reference %s/<id>", types[by]);
     if (by == 2) key = jk_arena_printf(rq->arena, "Practitioner/%s", key);
     struct jk_bk_policy p;
@@ -625,7 +624,8 @@ jk_rc jk_api_booking_find(struct jk_http_req *rq)
         struct json_object *o = json_object_new_object();
         const char *id = jk_stmt_col_text(s, 0, NULL);
         add_s(o, "slot", jk_arena_printf(rq->arena, "Slot/%s", id));
-        add_s(o, "org", jk_arena_printf(rq->arena, "Organization/%s", jk_stmt_col_text(s, 1, NULL)));
+        add_s(o, "org",
+              jk_arena_printf(rq->arena, "Organization/%s", jk_stmt_col_text(s, 1, NULL)));
         add_s(o, "service",
               jk_arena_printf(rq->arena, "HealthcareService/%s", jk_stmt_col_text(s, 2, NULL)));
         add_s(o, "practitioner", jk_stmt_col_text(s, 3, NULL));
@@ -663,7 +663,8 @@ static struct json_object *booking_json(struct jk_http_req *rq, jk_stmt *s)
 {
     struct json_object *o = json_object_new_object();
     if (!jk_stmt_col_is_null(s, 0))
-        add_s(o, "appointment", jk_arena_printf(rq->arena, "Appointment/%s", jk_stmt_col_text(s, 0, NULL)));
+        add_s(o, "appointment",
+              jk_arena_printf(rq->arena, "Appointment/%s", jk_stmt_col_text(s, 0, NULL)));
     else
         json_object_object_add(o, "hold", json_object_new_int64(jk_stmt_col_int(s, 12)));
     add_s(o, "state", jk_stmt_col_text(s, 1, NULL));
@@ -677,7 +678,8 @@ static struct json_object *booking_json(struct jk_http_req *rq, jk_stmt *s)
     add_s(o, "practitioner", jk_stmt_col_text(s, 8, NULL));
     add_time(o, "start", jk_stmt_col_int(s, 9));
     add_time(o, "end", jk_stmt_col_int(s, 10));
-    if (!strcmp(jk_stmt_col_text(s, 1, NULL), "held")) add_time(o, "holdUntil", jk_stmt_col_int(s, 11));
+    if (!strcmp(jk_stmt_col_text(s, 1, NULL), "held"))
+        add_time(o, "holdUntil", jk_stmt_col_int(s, 11));
     return o;
 }
 
@@ -687,7 +689,8 @@ static jk_rc list_patient(struct jk_http_req *rq, jk_conn *c, const char *patien
 {
     static char sql[512];
     if (!sql[0])
-        snprintf(sql, sizeof sql, "%sb.patient_id = ? AND b.state <> 'lapsed' ORDER BY s.start_ms DESC LIMIT 200",
+        snprintf(sql, sizeof sql,
+                 "%sb.patient_id = ? AND b.state <> 'lapsed' ORDER BY s.start_ms DESC LIMIT 200",
                  booking_list_cols);
     jk_stmt *s;
     int has_row;
@@ -747,10 +750,11 @@ jk_rc jk_api_booking_me(struct jk_http_req *rq)
             add_time(o, "until", until);
             json_object_object_add(o, "noShows", json_object_new_int(noshows));
             add_s(o, "rule", "noshow.ladder");
-            add_s(o, "reason", jk_arena_printf(rq->arena,
-                                               "本年度爽约 %d 次，网上预约暂停 / online booking "
-                                               "suspended after %d no-shows this year",
-                                               noshows, noshows));
+            add_s(o, "reason",
+                  jk_arena_printf(rq->arena,
+                                  "本年度爽约 %d 次，网上预约暂停 / online booking "
+                                  "suspended after %d no-shows this year",
+                                  noshows, noshows));
             json_object_array_add(susp, o);
         }
     }

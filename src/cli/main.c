@@ -27,6 +27,7 @@
 #include "mpi/idnum.h"
 #include "notify/outbox.h"
 #include "notify/sms.h"
+#include "svc/booking/booking.h"
 #include "notify/wechat.h"
 
 static const char usage_main[] =
@@ -347,12 +348,14 @@ static int cmd_serve(struct cli *cli)
     int status = 1;
     if (jk_security_rules_load(jk_security_rules_path(), &sec, err, sizeof err) ||
         jk_sms_init(cfg->sms, err, sizeof err) || notify_start(cfg, db, err, sizeof err) ||
+        jk_bk_start(NULL, err, sizeof err) || jk_bk_sweeper_start(db) ||
         jk_api_resident_init(keys, err, sizeof err) || jk_api_card_init(keys, err, sizeof err))
         fprintf(stderr, "jiankang: %s\n", err);
     else if (!jk_api_auth_init(&sec) && !jk_api_audit_init(keys) &&
              !jk_audit_ticker_start(&audit, db, &ticker) && !jk_http_start(&hc, &app.srv))
         status = 0;
     if (status) {
+        jk_bk_sweeper_stop();
         jk_outbox_stop();
         jk_audit_ticker_stop(ticker);
         jk_keys_free(keys);
@@ -389,6 +392,7 @@ static int cmd_serve(struct cli *cli)
     sigwait(&stop, &sig);
     jk_log_info("main", "signal %d: finishing in-flight requests", sig);
     jk_http_stop(app.srv, 10000);
+    jk_bk_sweeper_stop();
     jk_outbox_stop();
     if (jk_audit_ticker_stop(ticker)) status = 1; /* the last records signed, or say so */
     jk_keys_free(keys);

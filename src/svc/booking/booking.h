@@ -167,7 +167,7 @@ struct jk_bk_booking {
     int64_t id;
     const char *appointment_id; /* NULL for a hold */
     const char *state, *channel, *patient_id, *person, *slot_id;
-    const char *org; /* the slot's institution (an Organization id) */
+    const char *org;  /* the slot's institution (an Organization id) */
     int64_t until_ms; /* a hold's end */
     int is_late;      /* cancelled after the deadline: counts as a no-show */
 };
@@ -217,6 +217,10 @@ jk_rc jk_bk_wait(jk_conn *c, const struct jk_bk_call *k, const char *slot_id,
  * persons who reach a step of noshow.ladder), and offers the places of lapsed waiting-list
  * offers to the next in line; at most max bookings. *n_done counts them. */
 jk_rc jk_bk_sweep(jk_conn *c, const struct jk_bk_call *k, size_t max, size_t *n_done);
+
+/* The sweeper thread: jk_bk_sweep once a minute on db, with the installed rules. */
+jk_rc jk_bk_sweeper_start(jk_store *db);
+void jk_bk_sweeper_stop(void);
 
 /* A booking by id or by appointment id (a read). JK_ENOTFOUND. */
 jk_rc jk_bk_booking_get(jk_conn *c, struct jk_arena *a, int64_t id, const char *appointment_id,

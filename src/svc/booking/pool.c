@@ -731,19 +731,47 @@ static jk_rc slot_booked(jk_conn *c, const struct jk_bk_call *k, const char *slo
 
 /* ---- notifications ---- */
 
+/* The display name of type/id (Organization.name, HealthcareService.name, a Practitioner's
+ * first name's text), or "" when it has none. */
+static const char *display(jk_conn *c, const struct jk_bk_call *k, const char *type, const char *id)
+{
+    struct jk_res r;
+    struct json_object *o, *names;
+    const char *out = "";
+    if (!id || !*id || jk_res_read(c, k->a, type, id, &r) || !(o = json_tokener_parse(r.body)))
+        return out;
+    const char *name = jk_json_str(o, "name");
+    if (!name && json_object_object_get_ex(o, "name", &names) &&
+        json_object_is_type(names, json_type_array) && json_object_array_length(names))
+        name = jk_json_str(json_object_array_get_idx(names, 0), "text");
+    if (name) out = jk_arena_strdup(k->a, name);
+    json_object_put(o);
+    return out ? out : "";
+}
+
+/* "11月30日 08:15": a time as a message shows it, local to p. */
+static const char *message_time(const struct jk_bk_call *k, const struct jk_bk_policy *p,
+                                int64_t ms)
+{
+    const char *t = local_time(k, p, ms); /* YYYY-MM-DD HH:MM */
+    return jk_arena_printf(k->a, "%d月%d日 %s", (t[5] - '0') * 10 + t[6] - '0',
+                           (t[8] - '0') * 10 + t[9] - '0', t + 11);
+}
+
+/* A notification of topic about a booking of slot sl (or, without appointment_id, the slot)
+ * to patient, due at due_ms; extra_key/extra a further field of its template. */
 static jk_rc notify(jk_conn *c, const struct jk_bk_call *k, const char *topic,
                     const char *appointment_id, const char *patient, const struct jk_bk_slot *sl,
                     const char *extra_key, const char *extra, int64_t due_ms)
 {
     struct jk_bk_policy p;
     jk_bk_policy(k->rules, sl->org, &p);
+    const char *slash = strchr(sl->actor, '/');
     struct json_object *o = json_object_new_object();
-    add_str(o, "appointment", appointment_id ? appointment_id : "");
-    add_str(o, "slot", sl->slot_id);
-    add_str(o, "org", sl->org);
-    add_str(o, "service", sl->service);
-    add_str(o, "practitioner", sl->actor);
-    add_str(o, "start", local_time(k, &p, sl->start_ms));
+    add_str(o, "org", display(c, k, "Organization", sl->org));
+    add_str(o, "service", display(c, k, "HealthcareService", sl->service));
+    add_str(o, "practitioner", slash ? display(c, k, "Practitioner", slash + 1) : "");
+    add_str(o, "start", message_time(k, &p, sl->start_ms));
     if (extra_key) add_str(o, extra_key, extra);
     const char *text =
         jk_arena_strdup(k->a, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
@@ -916,8 +944,8 @@ static jk_rc offer(jk_conn *c, const struct jk_bk_call *k, const struct jk_bk_sl
                       r.b.id);
         if (!rc) rc = exec(c, sql_done, NULL, "tii", "offered", r.b.id, wait_id);
         if (!rc)
-            rc = notify(c, k, "booking.offer", NULL, w.patient_id, sl, "hold",
-                        jk_arena_printf(k->a, "%lld", (long long)r.b.id), k->now_ms);
+            rc = notify(c, k, "booking.offer", NULL, w.patient_id, sl, "hold_until",
+                        message_time(k, &p, hold_until), k->now_ms);
         return rc;
     }
     return JK_OK;
@@ -1040,7 +1068,7 @@ jk_rc jk_bk_cancel(jk_conn *c, const struct jk_bk_call *k, const char *appointme
     if (!rc) rc = jk_outbox_void(c, jk_arena_printf(k->a, "Appointment/%s", appointment_id), NULL);
     if (!rc)
         rc = notify(c, k, "booking.cancelled", appointment_id, r.b.patient_id, &sl, "reason",
-                    reason ? reason : "", k->now_ms);
+                    reason && *reason ? reason : "按您的要求", k->now_ms);
     if (!rc && sl.start_ms > k->now_ms) rc = offer(c, k, &sl, r.place_id);
     r.b.state = "cancelled";
     r.b.is_late = is_late;
