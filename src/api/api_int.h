@@ -188,5 +188,9 @@ jk_rc jk_api_card_bind(struct jk_http_req *rq);
 jk_rc jk_api_card_revoke(struct jk_http_req *rq);
 jk_rc jk_api_card_uses(struct jk_http_req *rq);
 jk_rc jk_api_card_verify(struct jk_http_req *rq);
+/* schedule_api.c: Schedule/$generate and the booking statistics (docs/internals/booking.md);
+ * they use the booking rules installed with jk_bk_start */
+jk_rc jk_api_schedule_generate(struct jk_http_req *rq);
+jk_rc jk_api_booking_stats(struct jk_http_req *rq);
 
 #endif

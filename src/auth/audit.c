@@ -74,6 +74,10 @@ static const struct action {
     {"card-revoke", "U", ET_REST, SUB_LOCAL, "card-revoke", "health card revoked"},
     {"card-qr", "E", ET_REST, SUB_LOCAL, "card-qr", "health card QR code issued"},
     {"card-verify", "E", ET_REST, SUB_LOCAL, "card-verify", "health card QR code verified"},
+    /* booking (docs/internals/booking.md) */
+    {"schedule-generate", "E", ET_REST, SUB_LOCAL, "schedule-generate",
+     "schedule: slots generated"},
+    {"booking-stats", "E", ET_REST, SUB_LOCAL, "booking-stats", "booking statistics read"},
 };
 
 /* Actions whose reason field is a detail (why a login failed, what an administrator changed)

@@ -728,9 +728,13 @@ jk_rc jk_bk_extend_all(jk_store *st, const struct jk_bk_rules *r, int64_t now_ms
     if (n_new) *n_new = 0;
     if (!a) return JK_ENOMEM;
     jk_diag_init(&d, a);
-    jk_rc rc =
-        c ? jk_fhir_search_match(c, a, &d, "Schedule", NULL, NULL, 0, JK_BK_MAX_SCHEDULES, &ids, &n)
-          : JK_EDB;
+    static const char *const keys[] = {"active:not"}, *const values[] = {"false"};
+    jk_rc rc = c ? jk_fhir_search_match(c, a, &d, "Schedule", keys, values, 1, JK_BK_MAX_SCHEDULES,
+                                        &ids, &n)
+                 : JK_EDB;
+    if (rc)
+        jk_log_error("booking", "the Schedules cannot be listed: %s%s%s", jk_rc_name(rc),
+                     d.head ? ": " : "", d.head ? d.head->msg : "");
     for (size_t i = 0; i < n && !rc; i++) {
         struct extend_job j = {.r = r, .id = ids[i], .now_ms = now_ms, .a = jk_arena_new(0)};
         if (!j.a) {
