@@ -199,5 +199,9 @@ jk_rc jk_api_booking_cancel(struct jk_http_req *rq);
 jk_rc jk_api_booking_reschedule(struct jk_http_req *rq);
 jk_rc jk_api_booking_checkin(struct jk_http_req *rq);
 jk_rc jk_api_booking_complete(struct jk_http_req *rq);
+/* schedule_api.c: Schedule/$generate and the booking statistics (docs/internals/booking.md);
+ * they use the booking rules installed with jk_bk_start */
+jk_rc jk_api_schedule_generate(struct jk_http_req *rq);
+jk_rc jk_api_booking_stats(struct jk_http_req *rq);
 
 #endif

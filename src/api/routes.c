@@ -44,6 +44,8 @@ static const struct jk_route routes[] = {
     {"POST", "/fhir/R4", jk_api_fhir_bundle},
     {"POST", "/fhir/R4/", jk_api_fhir_bundle},
     {"POST", "/fhir/R4/Patient/$match", jk_api_fhir_match},
+    {"POST", "/fhir/R4/Schedule/:id/$generate", jk_api_schedule_generate},
+    {"GET", "/api/booking/stats", jk_api_booking_stats},
     {"GET", "/api/mpi/persons", jk_api_mpi_person},
     {"GET", "/api/mpi/persons/:id", jk_api_mpi_person},
     {"GET", "/api/mpi/persons/:id/history", jk_api_mpi_history},
@@ -165,6 +167,10 @@ jk_rc jk_api_fhir_metadata(struct jk_http_req *rq)
                                  "\"http://hl7.org/fhir/OperationDefinition/Patient-everything\"},"
                                  "{\"name\":\"match\",\"definition\":"
                                  "\"http://hl7.org/fhir/OperationDefinition/Patient-match\"}");
+        if (!rc && !strcmp(jk_fhir_str(t->name), "Schedule"))
+            rc = jk_buf_puts(&b, "],\"operation\":[{\"name\":\"generate\",\"definition\":"
+                                 "\"https://jiankang.example/fhir/OperationDefinition/"
+                                 "Schedule-generate\"}");
         if (!rc) rc = jk_buf_puts(&b, "]}");
     }
     if (!rc)

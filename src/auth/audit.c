@@ -82,6 +82,9 @@ static const struct action {
     {"booking-checkin", "U", ET_REST, SUB_LOCAL, "booking-checkin", "booking: checked in"},
     {"booking-complete", "U", ET_REST, SUB_LOCAL, "booking-complete", "booking: fulfilled"},
     {"booking-wait", "C", ET_REST, SUB_LOCAL, "booking-wait", "booking: waiting list joined"},
+    {"schedule-generate", "E", ET_REST, SUB_LOCAL, "schedule-generate",
+     "schedule: slots generated"},
+    {"booking-stats", "E", ET_REST, SUB_LOCAL, "booking-stats", "booking statistics read"},
 };
 
 /* Actions whose reason field is a detail (why a login failed, what an administrator changed)

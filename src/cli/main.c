@@ -27,8 +27,9 @@
 #include "mpi/idnum.h"
 #include "notify/outbox.h"
 #include "notify/sms.h"
-#include "svc/booking/booking.h"
 #include "notify/wechat.h"
+#include "svc/booking/booking.h"
+#include "svc/booking/schedule.h"
 
 static const char usage_main[] =
     "usage: jiankang COMMAND [OPTIONS]\n"
@@ -245,6 +246,17 @@ static int cmd_demo(struct cli *cli)
         printf("jiankang: loaded %zu demo resources into %s\n", n, cli->cfg.db);
         failed = jk_cli_demo_accounts(db, stdout) != 0;
     }
+    /* The demo Schedules' slots, up to the rolling horizon, as a server would make them. */
+    char berr[JK_RULES_ERR] = "the database failed (see the log above)";
+    size_t n_slots = 0;
+    if (!failed && (jk_bk_start(NULL, berr, sizeof berr) ||
+                    jk_bk_extend_all(db, jk_bk_rules(), jk_time_now_ms(), &n_slots))) {
+        fprintf(stderr, "jiankang: the demo slots were not generated: %s\n", berr);
+        failed = 1;
+    } else if (!failed) {
+        printf("jiankang: generated %zu slots of the demo schedules\n", n_slots);
+    }
+    jk_bk_stop();
     jk_store_close(db);
     return failed;
 }
@@ -345,6 +357,7 @@ static int cmd_serve(struct cli *cli)
     struct jk_security_rules sec;
     char err[JK_RULES_ERR];
     struct jk_audit_ticker *ticker = NULL;
+    struct jk_bk_horizon *horizon = NULL; /* keeps every Schedule's slots generated ahead */
     int status = 1;
     if (jk_security_rules_load(jk_security_rules_path(), &sec, err, sizeof err) ||
         jk_sms_init(cfg->sms, err, sizeof err) || notify_start(cfg, db, err, sizeof err) ||
@@ -352,13 +365,16 @@ static int cmd_serve(struct cli *cli)
         jk_api_resident_init(keys, err, sizeof err) || jk_api_card_init(keys, err, sizeof err))
         fprintf(stderr, "jiankang: %s\n", err);
     else if (!jk_api_auth_init(&sec) && !jk_api_audit_init(keys) &&
-             !jk_audit_ticker_start(&audit, db, &ticker) && !jk_http_start(&hc, &app.srv))
+             !jk_audit_ticker_start(&audit, db, &ticker) &&
+             !jk_bk_horizon_start(db, jk_bk_rules(), 0, &horizon) && !jk_http_start(&hc, &app.srv))
         status = 0;
     if (status) {
+        jk_bk_horizon_stop(horizon);
         jk_bk_sweeper_stop();
         jk_outbox_stop();
         jk_audit_ticker_stop(ticker);
         jk_keys_free(keys);
+        jk_bk_stop();
         jk_store_close(db);
         return status;
     }
@@ -392,10 +408,12 @@ static int cmd_serve(struct cli *cli)
     sigwait(&stop, &sig);
     jk_log_info("main", "signal %d: finishing in-flight requests", sig);
     jk_http_stop(app.srv, 10000);
+    jk_bk_horizon_stop(horizon);
     jk_bk_sweeper_stop();
     jk_outbox_stop();
     if (jk_audit_ticker_stop(ticker)) status = 1; /* the last records signed, or say so */
     jk_keys_free(keys);
+    jk_bk_stop();
     jk_store_close(db);
     if (!status) jk_log_info("main", "stopped cleanly");
     return status;
