@@ -659,6 +659,20 @@ static const char booking_list_cols[] =
     " s.service, s.actor, s.start_ms, s.end_ms, b.until_ms, b.id FROM bk_booking b JOIN bk_slot s"
     " ON s.slot_id = b.slot_id WHERE ";
 
+/* Until when a booking of Organization org starting at start_ms is cancelled free
+ * (cancel.deadline; as the pool decides it); 0 without rules. */
+static int64_t cancel_by(const char *org, int64_t start_ms)
+{
+    struct jk_bk_policy p;
+    char day[11], before[11];
+    int64_t ms = start_ms;
+    if (!rules()) return 0;
+    jk_bk_policy(rules(), org, &p);
+    jk_bk_day(&p, start_ms, day);
+    if (jk_bk_day_add(day, -p.cancel_days_before, before)) jk_bk_at(&p, before, p.cancel_min, &ms);
+    return ms < start_ms ? ms : start_ms;
+}
+
 static struct json_object *booking_json(struct jk_http_req *rq, jk_stmt *s)
 {
     struct json_object *o = json_object_new_object();
@@ -680,6 +694,8 @@ static struct json_object *booking_json(struct jk_http_req *rq, jk_stmt *s)
     add_time(o, "end", jk_stmt_col_int(s, 10));
     if (!strcmp(jk_stmt_col_text(s, 1, NULL), "held"))
         add_time(o, "holdUntil", jk_stmt_col_int(s, 11));
+    int64_t by = cancel_by(jk_stmt_col_text(s, 6, NULL), jk_stmt_col_int(s, 9));
+    if (by) add_time(o, "cancelBy", by);
     return o;
 }
 

@@ -519,7 +519,10 @@ void jk_authz_scope(const struct jk_authz *az, enum jk_az_action act, const char
         return some(out, pats, &az->orgs);
     }
     case JK_ROLE_INSTITUTION_ADMIN:
-        if (is_pd) return none(out, "institution administrators do not see patients' records");
+        /* A Schedule is in the Patient compartment only through a patient actor; the schedules
+         * of departments, doctors and devices an institution publishes are its own records. */
+        if (is_pd && strcmp(type, "Schedule"))
+            return none(out, "institution administrators do not see patients' records");
         return some(out, NULL, &az->own_org);
     case JK_ROLE_PUBLIC_HEALTH:
         if (!is_read) return none(out, "public-health staff read records, they do not write them");
