@@ -139,7 +139,7 @@ function renderSlots() {
   const now = Date.now();
   const days = new Map();
   for (const s of slots) {
-    const d = fmtDay(s.start);
+    const d = localDay(Date.parse(s.start));
     if (!days.has(d)) days.set(d, []);
     days.get(d).push(s);
   }
@@ -151,7 +151,7 @@ function renderSlots() {
     const left = list.filter((s) => s.status === "open" && Date.parse(s.start) > now)
       .reduce((n, s) => n + (s.remaining > 0 ? s.remaining : 0), 0);
     const det = el("details", { class: "day", "data-day": d, open: state.openDays.has(d) },
-      el("summary", {}, el("strong", {}, d), " ", el("span", { class: "muted" }, left ? t("bk.remaining", left) : t("bk.day.none"))),
+      el("summary", {}, el("strong", {}, fmtDay(list[0].start)), " ", el("span", { class: "muted" }, left ? t("bk.remaining", left) : t("bk.day.none"))),
       el("ul", { class: "plain slots" }, list.map((s) => slotItem(s, now))));
     det.addEventListener("toggle", () => {
       if (det.open) state.openDays.add(d);
