@@ -425,3 +425,20 @@ def test_race_one_resident_many_connections(t):
     mine = e.call("GET", "/api/booking/me", user).json["bookings"]
     expect_eq(len([b for b in mine if b["state"] == "booked" and b["start"][:10] == day]), 1,
               "one booked that day")
+
+
+def test_pool_records_change_only_through_the_pool(t):
+    e = env_of(t)
+    days = day_slots(e)
+    slot = days[sorted(days)[2]][-1]
+    pid = e.make_patients(1)[0]
+    a = book(e, "demo-nurse", slot["slot"], "Patient/" + pid).json
+    changed = dict(a, status="cancelled")
+    for method, path, body in (("PUT", "%s/Appointment/%s" % (FHIR, a["id"]), changed),
+                               ("DELETE", "%s/Appointment/%s" % (FHIR, a["id"]), None),
+                               ("DELETE", "%s/%s" % (FHIR, slot["slot"]), None)):
+        r = e.call(method, path, "demo-his", body)
+        expect_status(r, 422, "%s %s outside the pool" % (method, path))
+        expect("$" in r.json["issue"][0]["diagnostics"], "says how: %s" % r.json["issue"][0])
+    r = e.call("GET", "%s/Appointment/%s" % (FHIR, a["id"]), "demo-nurse")
+    expect_eq((r.json["status"], r.json["meta"]["versionId"]), ("booked", "1"), "unchanged")
