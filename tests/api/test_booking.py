@@ -72,6 +72,11 @@ class Env:
         r = cli_run(t, ["demo", "--db", self.db])
         expect_eq(r.returncode, 0, "jiankang demo")
         self.sec = rules_file(t, "booking")
+        with open(self.sec, encoding="utf-8") as f:
+            doc = json.load(f)
+        doc["rules"]["login.second_factor_roles"]["value"] = []  # the demo has no TOTP app
+        with open(self.sec, "w", encoding="utf-8") as f:
+            json.dump(doc, f, ensure_ascii=False)
         self.srv = t.start_server("booking", self.db, env={"JIANKANG_SECURITY": "on",
                                                            "JIANKANG_SECURITY_RULES": self.sec})
         self.service = self.make_service("hs-bk")
@@ -442,3 +447,30 @@ def test_pool_records_change_only_through_the_pool(t):
         expect("$" in r.json["issue"][0]["diagnostics"], "says how: %s" % r.json["issue"][0])
     r = e.call("GET", "%s/Appointment/%s" % (FHIR, a["id"]), "demo-nurse")
     expect_eq((r.json["status"], r.json["meta"]["versionId"]), ("booked", "1"), "unchanged")
+
+
+def test_statistics_count_bookings_by_channel(t):
+    e = env_of(t)
+    service = e.make_service("hs-stats")
+    e.make_schedule("sch-stats", service, [session("08:00", "09:00", 30, 4)])
+    days = {}
+    for s in e.slots(day=(datetime.datetime.now(CST).date() + datetime.timedelta(days=2))
+                     .isoformat(), days=3, service=service):
+        days.setdefault(s["start"][:10], []).append(s)
+    day = sorted(days)[0]
+    first, second = days[day][0]["slot"], days[day][1]["slot"]
+    book(e, "bk-res-a", first)
+    book(e, "demo-nurse", first, "Patient/" + e.make_patients(1)[0])
+    gone = book(e, "bk-res-b", second).json
+    expect_status(e.call("POST", "%s/Appointment/%s/$cancel" % (FHIR, gone["id"]), "bk-res-b"),
+                  200, "cancel")
+    r = e.call("GET", "/api/booking/stats?org=hosp-fz-1&from=%s&to=%s" % (day, day),
+               "demo-regulator")
+    expect_status(r, 200, "the statistics")
+    local_day = datetime.datetime.fromisoformat(days[day][0]["start"].replace("Z", "+00:00"))
+    row = [x for x in r.json["rows"] if x["service"].endswith(service)]
+    expect_eq(len(row), 1, "one row for the department and day (%s): %s" % (local_day, r.json))
+    row = row[0]
+    expect_eq((row["booked"]["online"], row["booked"]["window"], row["bookedTotal"],
+               row["cancelled"], row["published"]), (1, 1, 2, 1, 8),
+              "booked by channel, cancelled, published")
