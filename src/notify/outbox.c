@@ -18,6 +18,7 @@
 #include "core/buf.h"
 #include "core/diag.h"
 #include "core/log.h"
+#include "core/periodic.h"
 #include "core/rules.h"
 #include "core/time.h"
 #include "fhir/json.h"
@@ -302,11 +303,10 @@ static struct {
     size_t n_ch;
     int is_ready;
     /* the dispatcher thread */
-    pthread_mutex_t lock;
-    pthread_cond_t cond; /* signalled when is_stopping is set */
-    pthread_t thread;
+    pthread_mutex_t lock; /* guards is_stopping */
+    struct jk_periodic *thread;
     jk_store *db;
-    int is_running, is_stopping;
+    int is_stopping;
 } ob = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static int is_stopping(void)
@@ -819,54 +819,29 @@ jk_rc jk_outbox_run(jk_store *db, int64_t now_ms, size_t *n_sent)
 
 /* ---- the dispatcher thread ---- */
 
-static void *dispatcher(void *arg)
+static void dispatch_once(void *arg)
 {
     (void)arg;
-    pthread_mutex_lock(&ob.lock);
-    while (!ob.is_stopping) {
-        pthread_mutex_unlock(&ob.lock); /* never hold the lock across a pass */
-        jk_rc rc = jk_outbox_run(ob.db, jk_time_now_ms(), NULL);
-        if (rc) jk_log_error("outbox", "a dispatcher pass failed: %s", jk_rc_name(rc));
-        pthread_mutex_lock(&ob.lock);
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += OB_EVERY_MS / 1000;
-        int err = 0;
-        while (!ob.is_stopping && err != ETIMEDOUT)
-            err = pthread_cond_timedwait(&ob.cond, &ob.lock, &until);
-    }
-    pthread_mutex_unlock(&ob.lock);
-    return NULL;
+    jk_rc rc = jk_outbox_run(ob.db, jk_time_now_ms(), NULL);
+    if (rc) jk_log_error("outbox", "a dispatcher pass failed: %s", jk_rc_name(rc));
 }
 
 jk_rc jk_outbox_start(jk_store *db)
 {
     if (!ob.is_ready) return JK_EINTERNAL;
-    if (ob.is_running) return JK_EINVAL;
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* a clock step must not stall it */
-    pthread_cond_init(&ob.cond, &ca);
-    pthread_condattr_destroy(&ca);
+    if (ob.thread) return JK_EINVAL;
     ob.db = db;
     ob.is_stopping = 0;
-    if (pthread_create(&ob.thread, NULL, dispatcher, NULL)) {
-        pthread_cond_destroy(&ob.cond);
-        return JK_EINTERNAL;
-    }
-    ob.is_running = 1;
-    return JK_OK;
+    return jk_periodic_start(dispatch_once, NULL, OB_EVERY_MS, &ob.thread);
 }
 
 void jk_outbox_stop(void)
 {
-    if (!ob.is_running) return;
+    if (!ob.thread) return;
     pthread_mutex_lock(&ob.lock);
-    ob.is_stopping = 1;
-    pthread_cond_signal(&ob.cond);
+    ob.is_stopping = 1; /* a pass in progress ends after the row it is sending */
     pthread_mutex_unlock(&ob.lock);
-    pthread_join(ob.thread, NULL);
-    pthread_cond_destroy(&ob.cond);
-    ob.is_running = 0;
+    jk_periodic_stop(ob.thread);
+    ob.thread = NULL;
     ob.is_stopping = 0;
 }
