@@ -45,7 +45,7 @@ static const struct jk_bk_rules *rules(void)
 /* ---- Parameters ---- */
 
 /* The value of parameter name of a Parameters resource as text (valueString, valueCode,
- * valueId, valueDate, valueInteger, valueReference.reference), or NULL. */
+ * valueId, valueDate, valueInteger, valueReference.reference) copied into a, or NULL. */
 static const char *param(struct jk_arena *a, struct json_object *params, const char *name)
 {
     static const char *const kinds[] = {"valueString", "valueCode",    "valueId",
@@ -57,10 +57,11 @@ static const char *param(struct jk_arena *a, struct json_object *params, const c
         const char *n = jk_json_str(p, "name");
         if (!n || strcmp(n, name)) continue;
         for (int k = 0; kinds[k]; k++)
-            if (jk_json_str(p, kinds[k])) return jk_json_str(p, kinds[k]);
+            if (jk_json_str(p, kinds[k])) return jk_arena_strdup(a, jk_json_str(p, kinds[k]));
         if (json_object_object_get_ex(p, "valueInteger", &v))
             return jk_arena_printf(a, "%lld", (long long)json_object_get_int64(v));
-        if (json_object_object_get_ex(p, "valueReference", &v)) return jk_json_str(v, "reference");
+        if (json_object_object_get_ex(p, "valueReference", &v) && jk_json_str(v, "reference"))
+            return jk_arena_strdup(a, jk_json_str(v, "reference"));
     }
     return NULL;
 }
