@@ -896,7 +896,7 @@ static jk_rc offer(jk_conn *c, const struct jk_bk_call *k, const struct jk_bk_sl
         k2.d = &quiet;
         int64_t until = 0;
         const char *skey = session_key(k->a, &p, sl);
-        jk_stmt *s2;
+        jk_stmt *s2 = NULL;
         rc = jk_bk_suspension(c, person, k->now_ms, &until, NULL);
         if (!rc)
             rc = q(c,
