@@ -919,7 +919,8 @@ static jk_rc offer(jk_conn *c, const struct jk_bk_call *k, const struct jk_bk_sl
             if (rc) return rc;
         }
         if (!is_ok) {
-            if ((rc = exec(c, sql_done, NULL, "tti", "left", (const char *)NULL, wait_id))) return rc;
+            if ((rc = exec(c, sql_done, NULL, "tti", "left", (const char *)NULL, wait_id)))
+                return rc;
             continue;
         }
         int64_t hold_until = k->now_ms + p.offer_s * 1000LL;
