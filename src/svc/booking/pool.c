@@ -585,6 +585,20 @@ jk_rc jk_bk_hold(jk_conn *c, const struct jk_bk_call *k, const char *slot_id,
 
 /* ---- the FHIR resources ---- */
 
+jk_rc jk_bk_owned(jk_conn *c, const char *type, const char *id, int *is_owned, const char **how)
+{
+    static const char sql_appt[] = "SELECT 1 FROM bk_booking WHERE appointment_id = ?";
+    static const char sql_slot[] = "SELECT 1 FROM bk_slot WHERE slot_id = ?";
+    int is_appt = !strcmp(type, "Appointment");
+    jk_stmt *s;
+    jk_rc rc = q(c, is_appt ? sql_appt : sql_slot, &s, is_owned, "t", id);
+    if (s) jk_stmt_reset(s);
+    *how = is_appt ? "is a booking of the pool: change it with $cancel, $reschedule, $checkin "
+                     "or $complete"
+                   : "is a slot of the booking pool: change its Schedule and run $generate";
+    return rc;
+}
+
 static void add_str(struct json_object *o, const char *key, const char *v)
 {
     json_object_object_add(o, key, json_object_new_string(v));
@@ -612,6 +626,7 @@ static jk_rc write_res(jk_conn *c, const struct jk_bk_call *k, struct json_objec
                        const char *type, const char *id, int is_new, const char *org)
 {
     struct jk_fhir_write w = {.kind = JK_FHIR_UPDATE,
+                              .is_owner = 1,
                               .type = type,
                               .id = id,
                               .res = res,

@@ -9,6 +9,7 @@
 #include "auth/account.h"
 #include "core/rules.h"
 #include "fhir/json.h"
+#include "fhir/rest.h"
 #include "svc/booking/booking.h"
 
 #define MS_PER_MIN 60000LL
@@ -415,6 +416,8 @@ jk_rc jk_bk_start(const char *path, char *err, size_t errlen)
     if (rc) return rc;
     jk_bk_rules_free(installed);
     installed = r;
+    jk_fhir_set_owner("Appointment", jk_bk_owned);
+    jk_fhir_set_owner("Slot", jk_bk_owned);
     return JK_OK;
 }
 

@@ -431,6 +431,7 @@ static jk_rc write_res(jk_conn *c, struct jk_diag *d, const struct tmpl *t, cons
         return JK_ENOMEM;
     }
     struct jk_fhir_write w = {.kind = JK_FHIR_UPDATE,
+                              .is_owner = 1,
                               .type = type,
                               .id = id,
                               .res = res,
