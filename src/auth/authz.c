@@ -451,6 +451,9 @@ jk_rc jk_authz_get(jk_conn *c, const struct jk_security_rules *r, const struct j
 
 int jk_authz_is_patient_data(const char *type)
 {
+    /* A Schedule is an institution's roster of a department, doctor or device (the booking
+     * pool's source), although FHIR puts it in the Patient compartment through its actor. */
+    if (!strcmp(type, "Schedule")) return 0;
     return !strcmp(type, "Patient") || jk_sp_patient_compartment(type) != NULL;
 }
 

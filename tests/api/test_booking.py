@@ -26,7 +26,8 @@ CHANNEL = "https://jiankang.example/fhir/StructureDefinition/booking-channel"
 CITIZEN = "urn:oid:2.16.156.10011.1.3"
 CST = datetime.timezone(datetime.timedelta(hours=8))
 PASSWORDS = {"demo-resident": "Jiankang-Resident-2025", "demo-nurse": "Jiankang-Nurse-2025",
-             "demo-doctor": "Jiankang-Doctor-2025", "demo-regulator": "Jiankang-Regulator-2025"}
+             "demo-doctor": "Jiankang-Doctor-2025", "demo-regulator": "Jiankang-Regulator-2025",
+             "demo-institution-admin": "Jiankang-InstAdmin-2025"}
 RESIDENT_PW = "Booking-Resident-2025!"
 
 
@@ -474,3 +475,24 @@ def test_statistics_count_bookings_by_channel(t):
     expect_eq((row["booked"]["online"], row["booked"]["window"], row["bookedTotal"],
                row["cancelled"], row["published"]), (1, 1, 2, 1, 8),
               "booked by channel, cancelled, published")
+
+
+def test_institution_admin_publishes_a_schedule_residents_read(t):
+    e = env_of(t)
+    sid = uniq("sch-admin")
+    s = {"resourceType": "Schedule", "id": sid, "active": True,
+         "actor": [{"reference": "HealthcareService/" + e.service}],
+         "extension": [session("18:00", "19:00", 30, 2)]}
+    r = e.call("PUT", "%s/Schedule/%s" % (FHIR, sid), "demo-institution-admin", s)
+    expect_status(r, 201, "an institution's administrator publishes a schedule")
+    expect_status(e.call("GET", "%s/Schedule/%s" % (FHIR, sid), "demo-resident"), 200,
+                  "residents read schedules (directory data)")
+    r = e.call("POST", "%s/Schedule/%s/$generate" % (FHIR, sid), "demo-institution-admin")
+    expect_status(r, 200, "and generates its slots")
+    other = uniq("sch-other")
+    s = dict(s, id=other, actor=[{"reference": "HealthcareService/hs-chc-gulou-gp"}])
+    expect_status(e.call("PUT", "%s/Schedule/%s" % (FHIR, other), "demo-institution-admin", s),
+                  201, "stored")
+    expect_status(e.call("POST", "%s/Schedule/%s/$generate" % (FHIR, other),
+                         "demo-institution-admin"), 403,
+                  "but no slots for another institution's department")
