@@ -83,17 +83,6 @@ static const char *rules_path(void)
     return p && *p ? p : "rules/notifications.json";
 }
 
-static jk_rc rule_int(struct json_object *v, const char *path, const char *ptr, long min, long max,
-                      int *out, char *err, size_t errlen)
-{
-    if (!v || !json_object_is_type(v, json_type_int) || json_object_get_int64(v) < min ||
-        json_object_get_int64(v) > max)
-        return jk_rules_fail(err, errlen, path, ptr, "must be a whole number from %ld to %ld", min,
-                             max);
-    *out = (int)json_object_get_int64(v);
-    return JK_OK;
-}
-
 /* The placeholder starting at s ('{'): its name's length, or 0 when s holds no '}' or the
  * name is not [a-z_]{1,OB_FIELD_MAX}. *end is past the '}'. */
 static size_t placeholder(const char *s, const char **end)
@@ -159,8 +148,8 @@ static jk_rc backoff_check(struct json_object *v, const char *path, const char *
                              OB_MAX_BACKOFF);
     for (size_t i = 0; i < n; i++) {
         snprintf(sub, sizeof sub, "%.200s/%zu", ptr, i);
-        jk_rc rc = rule_int(json_object_array_get_idx(v, i), path, sub, 1, 7 * 86400,
-                            &r->backoff_s[i], err, errlen);
+        jk_rc rc = jk_rules_int(json_object_array_get_idx(v, i), path, sub, 1, 7 * 86400,
+                                &r->backoff_s[i], err, errlen);
         if (rc) return rc;
     }
     r->n_backoff = n;
@@ -175,9 +164,9 @@ static jk_rc rule_value(const char *code, struct json_object *v, const char *pat
             return template_check(&topics[i], v, path, ptr, r->templates[i], err, errlen);
     if (!strcmp(code, "retry.backoff_seconds")) return backoff_check(v, path, ptr, r, err, errlen);
     if (!strcmp(code, "retry.max_attempts"))
-        return rule_int(v, path, ptr, 1, 100, &r->max_attempts, err, errlen);
+        return jk_rules_int(v, path, ptr, 1, 100, &r->max_attempts, err, errlen);
     if (!strcmp(code, "claim.lease_seconds"))
-        return rule_int(v, path, ptr, 30, 86400, &r->lease_s, err, errlen);
+        return jk_rules_int(v, path, ptr, 30, 86400, &r->lease_s, err, errlen);
     return jk_rules_fail(err, errlen, path, ptr, "unknown rule '%.200s'", code);
 }
 
