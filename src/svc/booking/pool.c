@@ -773,11 +773,10 @@ static const char *message_time(const struct jk_bk_call *k, const struct jk_bk_p
                            (t[8] - '0') * 10 + t[9] - '0', t + 11);
 }
 
-/* A notification of topic about a booking of slot sl (or, without appointment_id, the slot)
- * to patient, due at due_ms; extra_key/extra a further field of its template. */
-static jk_rc notify(jk_conn *c, const struct jk_bk_call *k, const char *topic,
-                    const char *appointment_id, const char *patient, const struct jk_bk_slot *sl,
-                    const char *extra_key, const char *extra, int64_t due_ms)
+/* The payload of a notification about slot sl (the names and the local time its templates
+ * show), with extra_key/extra a further field when not NULL. */
+static const char *payload(jk_conn *c, const struct jk_bk_call *k, const struct jk_bk_slot *sl,
+                           const char *extra_key, const char *extra)
 {
     struct jk_bk_policy p;
     jk_bk_policy(k->rules, sl->org, &p);
@@ -791,23 +790,41 @@ static jk_rc notify(jk_conn *c, const struct jk_bk_call *k, const char *topic,
     const char *text =
         jk_arena_strdup(k->a, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
     json_object_put(o);
-    if (!text) return JK_ENOMEM;
+    return text;
+}
+
+/* A notification of topic with payload text about Appointment appointment_id (or, without
+ * one, slot sl) to patient, due at due_ms. */
+static jk_rc notify_text(jk_conn *c, const struct jk_bk_call *k, const char *topic,
+                         const char *appointment_id, const char *patient,
+                         const struct jk_bk_slot *sl, const char *text, int64_t due_ms)
+{
     const char *r = appointment_id ? jk_arena_printf(k->a, "Appointment/%s", appointment_id)
                                    : jk_arena_printf(k->a, "Slot/%s", sl->slot_id);
+    if (!text || !r) return JK_ENOMEM;
     return jk_outbox_put(c, topic, r, patient, text, k->now_ms, due_ms);
 }
 
+static jk_rc notify(jk_conn *c, const struct jk_bk_call *k, const char *topic,
+                    const char *appointment_id, const char *patient, const struct jk_bk_slot *sl,
+                    const char *extra_key, const char *extra, int64_t due_ms)
+{
+    return notify_text(c, k, topic, appointment_id, patient, sl,
+                       payload(c, k, sl, extra_key, extra), due_ms);
+}
+
+/* The confirmation and the reminders of a booking (one payload for all). */
 static jk_rc notify_booked(jk_conn *c, const struct jk_bk_call *k, const struct jk_bk_slot *sl,
                            const char *appointment_id, const char *patient)
 {
     struct jk_bk_policy p;
     jk_bk_policy(k->rules, sl->org, &p);
-    jk_rc rc =
-        notify(c, k, "booking.confirmed", appointment_id, patient, sl, NULL, NULL, k->now_ms);
+    const char *text = payload(c, k, sl, NULL, NULL);
+    jk_rc rc = notify_text(c, k, "booking.confirmed", appointment_id, patient, sl, text, k->now_ms);
     for (size_t i = 0; !rc && i < p.n_reminders; i++) {
         int64_t due = sl->start_ms - p.reminders_min[i] * MS_PER_MIN;
         if (due > k->now_ms)
-            rc = notify(c, k, "booking.reminder", appointment_id, patient, sl, NULL, NULL, due);
+            rc = notify_text(c, k, "booking.reminder", appointment_id, patient, sl, text, due);
     }
     return rc;
 }
