@@ -45,8 +45,8 @@ static const struct jk_bk_rules *rules(void)
 /* ---- Parameters ---- */
 
 /* The value of parameter name of a Parameters resource as text (valueString, valueCode,
- * valueId, valueDate, valueInteger, valueReference.reference), copied to the request's arena
- * (it outlives params: the job uses it in its transaction), or NULL. */
+ * valueId, valueDate, valueInteger, valueReference.reference) copied into the arena, or
+ * NULL. */
 static const char *param(struct jk_arena *a, struct json_object *params, const char *name)
 {
     static const char *const kinds[] = {"valueString", "valueCode",    "valueId",
@@ -313,7 +313,7 @@ static jk_rc resolve_who(struct jk_http_req *rq, struct job *j, const struct jk_
     jk_rc rc = jk_api_allow_stored(rq, j->g, JK_AZ_READ, "Patient", patient);
     if (rc) return rc;
     j->g->recs[0].res_type = "Slot";
-    j->g->recs[0].res_id = sl->slot_id;
+    j->g->recs[0].res_id = jk_arena_strdup(rq->arena, sl->slot_id); /* sl is the caller's */
     if (is_resident(j)) {
         if (ch >= 0 && ch != JK_BK_ONLINE)
             return jk_diag_add(&rq->diag, JK_EFORBIDDEN, "forbidden", "channel",

@@ -73,17 +73,6 @@ const char *jk_registration_rules_path(void)
     return p && *p ? p : "rules/registration.json";
 }
 
-static jk_rc rule_int(struct json_object *v, const char *path, const char *ptr, long min, long max,
-                      int *out, char *err, size_t errlen)
-{
-    if (!v || !json_object_is_type(v, json_type_int) || json_object_get_int64(v) < min ||
-        json_object_get_int64(v) > max)
-        return jk_rules_fail(err, errlen, path, ptr, "must be a whole number from %ld to %ld", min,
-                             max);
-    *out = (int)json_object_get_int64(v);
-    return JK_OK;
-}
-
 static jk_rc rule_value(const struct rule_def *d, struct json_object *v, const char *path,
                         const char *ptr, struct reg_rules *out, char *err, size_t errlen)
 {
@@ -91,7 +80,8 @@ static jk_rc rule_value(const struct rule_def *d, struct json_object *v, const c
     char *field = (char *)out + d->offset;
     jk_rc rc;
     switch (d->kind) {
-    case R_INT: return rule_int(v, path, ptr, d->min, d->max, (int *)(void *)field, err, errlen);
+    case R_INT:
+        return jk_rules_int(v, path, ptr, d->min, d->max, (int *)(void *)field, err, errlen);
     case R_TEXT: {
         const char *s = json_object_is_type(v, json_type_string) ? json_object_get_string(v) : "";
         if (!strstr(s, "{code}") || strlen(s) >= MESSAGE_MAX)
@@ -109,12 +99,12 @@ static jk_rc rule_value(const struct rule_def *d, struct json_object *v, const c
                                  "must be an object {\"limit\": N, \"window_seconds\": S}");
         if ((rc = jk_rules_known_keys(v, keys, path, ptr, err, errlen))) return rc;
         snprintf(sub, sizeof sub, "%.200s/limit", ptr);
-        if ((rc = rule_int(json_object_object_get(v, "limit"), path, sub, d->min, d->max,
-                           &rr->limit, err, errlen)))
+        if ((rc = jk_rules_int(json_object_object_get(v, "limit"), path, sub, d->min, d->max,
+                               &rr->limit, err, errlen)))
             return rc;
         snprintf(sub, sizeof sub, "%.200s/window_seconds", ptr);
-        return rule_int(json_object_object_get(v, "window_seconds"), path, sub, 1, 86400,
-                        &rr->window_s, err, errlen);
+        return jk_rules_int(json_object_object_get(v, "window_seconds"), path, sub, 1, 86400,
+                            &rr->window_s, err, errlen);
     }
     }
     return JK_EINTERNAL;

@@ -451,6 +451,9 @@ jk_rc jk_authz_get(jk_conn *c, const struct jk_security_rules *r, const struct j
 
 int jk_authz_is_patient_data(const char *type)
 {
+    /* A Schedule is an institution's roster of a department, doctor or device (the booking
+     * pool's source), although FHIR puts it in the Patient compartment through its actor. */
+    if (!strcmp(type, "Schedule")) return 0;
     return !strcmp(type, "Patient") || jk_sp_patient_compartment(type) != NULL;
 }
 
@@ -519,10 +522,7 @@ void jk_authz_scope(const struct jk_authz *az, enum jk_az_action act, const char
         return some(out, pats, &az->orgs);
     }
     case JK_ROLE_INSTITUTION_ADMIN:
-        /* A Schedule is in the Patient compartment only through a patient actor; the schedules
-         * of departments, doctors and devices an institution publishes are its own records. */
-        if (is_pd && strcmp(type, "Schedule"))
-            return none(out, "institution administrators do not see patients' records");
+        if (is_pd) return none(out, "institution administrators do not see patients' records");
         return some(out, NULL, &az->own_org);
     case JK_ROLE_PUBLIC_HEALTH:
         if (!is_read) return none(out, "public-health staff read records, they do not write them");

@@ -41,8 +41,7 @@ static void *run(void *arg)
     return NULL;
 }
 
-jk_rc jk_periodic_start(void (*fn)(void *arg), void *arg, int interval_ms,
-                        struct jk_periodic **out)
+jk_rc jk_periodic_start(void (*fn)(void *arg), void *arg, int interval_ms, struct jk_periodic **out)
 {
     struct jk_periodic *p = calloc(1, sizeof *p);
     pthread_condattr_t ca;

@@ -153,3 +153,14 @@ jk_rc jk_rules_rule(struct json_object *rule, const char *path, const char *code
         return jk_rules_fail(err, errlen, path, ptr, "the value is missing");
     return JK_OK;
 }
+
+jk_rc jk_rules_int(struct json_object *v, const char *path, const char *ptr, long min, long max,
+                   int *out, char *err, size_t errlen)
+{
+    if (!v || !json_object_is_type(v, json_type_int) || json_object_get_int64(v) < min ||
+        json_object_get_int64(v) > max)
+        return jk_rules_fail(err, errlen, path, ptr, "must be a whole number from %ld to %ld", min,
+                             max);
+    *out = (int)json_object_get_int64(v);
+    return JK_OK;
+}

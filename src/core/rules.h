@@ -33,6 +33,11 @@ jk_rc jk_rules_top(struct json_object *root, const char *path, const char *rule_
 jk_rc jk_rules_rule(struct json_object *rule, const char *path, const char *code, char *ptr,
                     size_t ptrlen, struct json_object **value, char *err, size_t errlen);
 
+/* The whole number v (from min to max) into *out; else "must be a whole number from MIN to
+ * MAX" at ptr. */
+jk_rc jk_rules_int(struct json_object *v, const char *path, const char *ptr, long min, long max,
+                   int *out, char *err, size_t errlen);
+
 /* Whether s is a real date written YYYY-MM-DD. */
 int jk_rules_is_date(const char *s);
 

@@ -22,4 +22,9 @@ char *jk_time_http(int64_t ms, char *out, size_t outlen);
  * in UTC) into ms. JK_EINVAL when the text is not one. */
 int jk_time_parse_iso(const char *s, size_t n, int64_t *ms);
 
+/* Days since 1970-01-01 of the proleptic Gregorian date y-m-d, and back (H. Hinnant's
+ * algorithms; any y, m 1-12, d 1-31). */
+int64_t jk_time_days_from_civil(int64_t y, int m, int d);
+void jk_time_civil_from_days(int64_t z, int *y, int *m, int *d);
+
 #endif

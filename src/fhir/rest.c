@@ -291,8 +291,43 @@ jk_rc jk_fhir_write_tx(jk_conn *c, void *arg)
     return rc;
 }
 
+#define MAX_OWNERS 4
+
+static struct {
+    const char *type;
+    jk_fhir_owned_fn fn;
+} owners[MAX_OWNERS];
+
+void jk_fhir_set_owner(const char *type, jk_fhir_owned_fn fn)
+{
+    for (size_t i = 0; i < MAX_OWNERS; i++)
+        if (!owners[i].type || !strcmp(owners[i].type, type)) {
+            owners[i].type = type;
+            owners[i].fn = fn;
+            return;
+        }
+}
+
+/* A change of an existing record that a service keeps is that service's to make. */
+static jk_rc check_owner(jk_conn *c, struct jk_fhir_write *w, const char *id)
+{
+    for (size_t i = 0; !w->is_owner && i < MAX_OWNERS && owners[i].type; i++) {
+        if (strcmp(owners[i].type, w->type)) continue;
+        int is_owned = 0;
+        const char *how = "";
+        jk_rc rc = owners[i].fn(c, w->type, id, &is_owned, &how);
+        if (rc || !is_owned) return rc;
+        return jk_diag_add(w->diag, JK_ERULE, "business-rule", NULL, "%s/%s %s", w->type, id, how);
+    }
+    return JK_OK;
+}
+
 static jk_rc before(jk_conn *c, struct jk_fhir_write *w, const char *id, int is_existing)
 {
+    if (is_existing) {
+        jk_rc rc = check_owner(c, w, id);
+        if (rc) return rc;
+    }
     return w->hooks && w->hooks->before ? w->hooks->before(c, w->hooks->arg, w, id, is_existing)
                                         : JK_OK;
 }

@@ -51,6 +51,7 @@ struct jk_fhir_write {
     struct jk_diag *diag;
     int64_t now_ms;
     const struct jk_fhir_write_hooks *hooks; /* or NULL */
+    int is_owner; /* written by the service that keeps the type's records (jk_fhir_set_owner) */
     /* filled by jk_fhir_write_prepare, outside the transaction */
     const char *meta_rest, *rest; /* JSON members after the stamped ones */
     size_t meta_rest_len, rest_len;
@@ -61,6 +62,14 @@ struct jk_fhir_write {
     struct jk_res out; /* the version written, or the one matched by a conditional create */
     int status;        /* 200, 201 or 204 */
 };
+
+/* A service that keeps the records of type in step with tables of its own (the booking pool:
+ * Appointment, Slot): is_owned tells whether type/id is one of its records and, if so, how to
+ * change it (a static message). Any other write that would replace or delete such a record is
+ * refused (JK_ERULE) with that message. Once at start-up, before threads write. */
+typedef jk_rc (*jk_fhir_owned_fn)(jk_conn *c, const char *type, const char *id, int *is_owned,
+                                  const char **how);
+void jk_fhir_set_owner(const char *type, jk_fhir_owned_fn fn);
 
 /* Renders what can be rendered of w's resource before the transaction (everything but id,
  * version and time), so the transaction itself does only SQL, and checks w->cond's search

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/arena.h"
+#include "core/time.h"
 #include "fhir/searchparam_int.h"
 
 const struct jk_sp_gen_type *jk_sp_gen_type_find(const char *name)
@@ -139,17 +140,6 @@ const char *jk_sp_norm_string(struct jk_arena *a, const char *s, size_t n)
 
 /* ---- dates -------------------------------------------------------------------------------- */
 
-/* Days from 1970-01-01 to y-m-d in the proleptic Gregorian calendar (H. Hinnant's algorithm). */
-static int64_t days_from_civil(int64_t y, int m, int d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
 static int days_in_month(int y, int m)
 {
     static const int dm[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
@@ -230,9 +220,12 @@ int jk_sp_date_range(const char *s, size_t n, int64_t *lo, int64_t *hi)
         /* no zone: taken as UTC (R4 requires one when there is a time; queries may omit it) */
     }
     if (p != end) return -1;
-    int64_t start = days_from_civil(y, mo, d) * MS_DAY;
+    int64_t start = jk_time_days_from_civil(y, mo, d) * MS_DAY;
     switch (prec) {
-    case YEAR: span_ms = (days_from_civil(y + 1, 1, 1) - days_from_civil(y, 1, 1)) * MS_DAY; break;
+    case YEAR:
+        span_ms =
+            (jk_time_days_from_civil(y + 1, 1, 1) - jk_time_days_from_civil(y, 1, 1)) * MS_DAY;
+        break;
     case MONTH: span_ms = (int64_t)days_in_month(y, mo) * MS_DAY; break;
     case DAY: span_ms = MS_DAY; break;
     case TIME:

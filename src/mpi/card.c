@@ -44,17 +44,6 @@ const char *jk_card_rules_path(void)
     return p && *p ? p : "rules/card.json";
 }
 
-static jk_rc rule_int(struct json_object *v, const char *path, const char *ptr, int min, int max,
-                      int *out, char *err, size_t errlen)
-{
-    if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < min ||
-        json_object_get_int64(v) > max)
-        return jk_rules_fail(err, errlen, path, ptr, "must be a whole number from %d to %d", min,
-                             max);
-    *out = (int)json_object_get_int64(v);
-    return JK_OK;
-}
-
 static jk_rc rule_roles(struct json_object *v, const char *path, const char *ptr, unsigned *out,
                         char *err, size_t errlen)
 {
@@ -91,9 +80,11 @@ jk_rc jk_card_rules_load(const char *path, struct jk_card_rules *out, char *err,
         }
         if ((rc = jk_rules_rule(rule, path, codes[i], ptr, sizeof ptr, &v, err, errlen))) break;
         switch (i) {
-        case 0: rc = rule_int(v, path, ptr, 1, 3600, &out->ttl_s, err, errlen); break;
-        case 1: rc = rule_int(v, path, ptr, 0, 3599, &out->refresh_margin_s, err, errlen); break;
-        case 2: rc = rule_int(v, path, ptr, 0, 86400, &out->keep_s, err, errlen); break;
+        case 0: rc = jk_rules_int(v, path, ptr, 1, 3600, &out->ttl_s, err, errlen); break;
+        case 1:
+            rc = jk_rules_int(v, path, ptr, 0, 3599, &out->refresh_margin_s, err, errlen);
+            break;
+        case 2: rc = jk_rules_int(v, path, ptr, 0, 86400, &out->keep_s, err, errlen); break;
         case 3: rc = rule_roles(v, path, ptr, &out->manage_roles, err, errlen); break;
         default: rc = rule_roles(v, path, ptr, &out->verify_roles, err, errlen); break;
         }

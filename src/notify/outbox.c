@@ -18,6 +18,7 @@
 #include "core/buf.h"
 #include "core/diag.h"
 #include "core/log.h"
+#include "core/periodic.h"
 #include "core/rules.h"
 #include "core/time.h"
 #include "fhir/json.h"
@@ -80,17 +81,6 @@ static const char *rules_path(void)
 {
     const char *p = getenv("JIANKANG_NOTIFY_RULES");
     return p && *p ? p : "rules/notifications.json";
-}
-
-static jk_rc rule_int(struct json_object *v, const char *path, const char *ptr, long min, long max,
-                      int *out, char *err, size_t errlen)
-{
-    if (!v || !json_object_is_type(v, json_type_int) || json_object_get_int64(v) < min ||
-        json_object_get_int64(v) > max)
-        return jk_rules_fail(err, errlen, path, ptr, "must be a whole number from %ld to %ld", min,
-                             max);
-    *out = (int)json_object_get_int64(v);
-    return JK_OK;
 }
 
 /* The placeholder starting at s ('{'): its name's length, or 0 when s holds no '}' or the
@@ -158,8 +148,8 @@ static jk_rc backoff_check(struct json_object *v, const char *path, const char *
                              OB_MAX_BACKOFF);
     for (size_t i = 0; i < n; i++) {
         snprintf(sub, sizeof sub, "%.200s/%zu", ptr, i);
-        jk_rc rc = rule_int(json_object_array_get_idx(v, i), path, sub, 1, 7 * 86400,
-                            &r->backoff_s[i], err, errlen);
+        jk_rc rc = jk_rules_int(json_object_array_get_idx(v, i), path, sub, 1, 7 * 86400,
+                                &r->backoff_s[i], err, errlen);
         if (rc) return rc;
     }
     r->n_backoff = n;
@@ -174,9 +164,9 @@ static jk_rc rule_value(const char *code, struct json_object *v, const char *pat
             return template_check(&topics[i], v, path, ptr, r->templates[i], err, errlen);
     if (!strcmp(code, "retry.backoff_seconds")) return backoff_check(v, path, ptr, r, err, errlen);
     if (!strcmp(code, "retry.max_attempts"))
-        return rule_int(v, path, ptr, 1, 100, &r->max_attempts, err, errlen);
+        return jk_rules_int(v, path, ptr, 1, 100, &r->max_attempts, err, errlen);
     if (!strcmp(code, "claim.lease_seconds"))
-        return rule_int(v, path, ptr, 30, 86400, &r->lease_s, err, errlen);
+        return jk_rules_int(v, path, ptr, 30, 86400, &r->lease_s, err, errlen);
     return jk_rules_fail(err, errlen, path, ptr, "unknown rule '%.200s'", code);
 }
 
@@ -302,11 +292,10 @@ static struct {
     size_t n_ch;
     int is_ready;
     /* the dispatcher thread */
-    pthread_mutex_t lock;
-    pthread_cond_t cond; /* signalled when is_stopping is set */
-    pthread_t thread;
+    pthread_mutex_t lock; /* guards is_stopping */
+    struct jk_periodic *thread;
     jk_store *db;
-    int is_running, is_stopping;
+    int is_stopping;
 } ob = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static int is_stopping(void)
@@ -819,54 +808,29 @@ jk_rc jk_outbox_run(jk_store *db, int64_t now_ms, size_t *n_sent)
 
 /* ---- the dispatcher thread ---- */
 
-static void *dispatcher(void *arg)
+static void dispatch_once(void *arg)
 {
     (void)arg;
-    pthread_mutex_lock(&ob.lock);
-    while (!ob.is_stopping) {
-        pthread_mutex_unlock(&ob.lock); /* never hold the lock across a pass */
-        jk_rc rc = jk_outbox_run(ob.db, jk_time_now_ms(), NULL);
-        if (rc) jk_log_error("outbox", "a dispatcher pass failed: %s", jk_rc_name(rc));
-        pthread_mutex_lock(&ob.lock);
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += OB_EVERY_MS / 1000;
-        int err = 0;
-        while (!ob.is_stopping && err != ETIMEDOUT)
-            err = pthread_cond_timedwait(&ob.cond, &ob.lock, &until);
-    }
-    pthread_mutex_unlock(&ob.lock);
-    return NULL;
+    jk_rc rc = jk_outbox_run(ob.db, jk_time_now_ms(), NULL);
+    if (rc) jk_log_error("outbox", "a dispatcher pass failed: %s", jk_rc_name(rc));
 }
 
 jk_rc jk_outbox_start(jk_store *db)
 {
     if (!ob.is_ready) return JK_EINTERNAL;
-    if (ob.is_running) return JK_EINVAL;
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* a clock step must not stall it */
-    pthread_cond_init(&ob.cond, &ca);
-    pthread_condattr_destroy(&ca);
+    if (ob.thread) return JK_EINVAL;
     ob.db = db;
     ob.is_stopping = 0;
-    if (pthread_create(&ob.thread, NULL, dispatcher, NULL)) {
-        pthread_cond_destroy(&ob.cond);
-        return JK_EINTERNAL;
-    }
-    ob.is_running = 1;
-    return JK_OK;
+    return jk_periodic_start(dispatch_once, NULL, OB_EVERY_MS, &ob.thread);
 }
 
 void jk_outbox_stop(void)
 {
-    if (!ob.is_running) return;
+    if (!ob.thread) return;
     pthread_mutex_lock(&ob.lock);
-    ob.is_stopping = 1;
-    pthread_cond_signal(&ob.cond);
+    ob.is_stopping = 1; /* a pass in progress ends after the row it is sending */
     pthread_mutex_unlock(&ob.lock);
-    pthread_join(ob.thread, NULL);
-    pthread_cond_destroy(&ob.cond);
-    ob.is_running = 0;
+    jk_periodic_stop(ob.thread);
+    ob.thread = NULL;
     ob.is_stopping = 0;
 }

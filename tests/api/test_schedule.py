@@ -352,3 +352,41 @@ def test_stats_published_and_specialist_online_share(t):
                 for c in x["resource"].get("subtype", [])}
     for want in ("booking-stats", "schedule-generate"):
         expect(want in subtypes, "the trail holds %s: %s" % (want, sorted(subtypes)))
+
+
+def book(e, user, slot, patient):
+    body = {"resourceType": "Parameters", "parameter": [
+        {"name": "slot", "valueReference": {"reference": slot}},
+        {"name": "patient", "valueReference": {"reference": patient}}]}
+    r = e.call("POST", FHIR + "/Appointment/$book", user, body)
+    expect_status(r, 201, "%s books %s for %s" % (user, slot, patient))
+    return r.json
+
+
+def test_stats_count_bookings_by_channel(t):
+    """Two bookings of a day of general cardiology, one online by a resident and one at the
+    window by a doctor, then the resident cancels: booked by channel, cancelled."""
+    e = env_of(t)
+    day = today() + datetime.timedelta(days=1)
+    while day.weekday() > 4 or day.isoformat() in HOLIDAYS:
+        day += datetime.timedelta(days=1)
+    expect(day <= today() + datetime.timedelta(days=RULES["release.days_ahead"] - 1),
+           "a weekday within the days open online")
+    r = e.call("GET", "/api/slots?service=HealthcareService/hs-fz1-cardio&date=%s&days=1" % day,
+               "demo-resident")
+    expect_status(r, 200, "the resident finds slots")
+    free = [s["slot"] for s in r.json["slots"] if s["remaining"] > 0]
+    expect(len(free) >= 2, "slots with online places: %s" % short(r.body.decode(), 500))
+    mine = book(e, "demo-resident", free[0], "Patient/pat-1")
+    book(e, "demo-doctor", free[1], "Patient/pat-2")
+    q = "org=hosp-fz-1&from=%s&to=%s" % (day, day)
+    row = {x["service"]: x for x in stats(e, "demo-institution-admin", q)["rows"]}["hs-fz1-cardio"]
+    expect_eq((row["booked"]["online"], row["booked"]["window"], row["bookedTotal"]), (1, 1, 2),
+              "booked online and at the window")
+    expect_eq((row["cancelled"], row["referralShare"]), (0, 0.0), "nothing cancelled or referred")
+    r = e.call("POST", FHIR + "/Appointment/%s/$cancel" % mine["id"], "demo-resident",
+               {"resourceType": "Parameters", "parameter": []})
+    expect_status(r, 200, "the resident cancels")
+    row = {x["service"]: x for x in stats(e, "demo-regulator", q)["rows"]}["hs-fz1-cardio"]
+    expect_eq((row["booked"]["online"], row["bookedTotal"], row["cancelled"]), (0, 1, 1),
+              "the cancellation counted, not the booking")

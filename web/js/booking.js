@@ -346,6 +346,16 @@ async function main() {
     return;
   }
   $("date").value = localDay();
+  // The handlers first: the form is never sent by the browser itself.
+  $("org").addEventListener("change", async () => {
+    await loadDoctors($("org").value);
+    renderForm();
+  });
+  $("search").addEventListener("submit", search);
+  $("slots").addEventListener("click", slotAction);
+  $("upcoming").addEventListener("click", mineAction);
+  $("mine-reload").addEventListener("click", loadMine);
+  state.timer = setInterval(tick, 1000);
   try {
     await loadDirectory();
   } catch (e) {
@@ -357,15 +367,6 @@ async function main() {
   await loadDoctors($("org").value);
   renderForm();
   if (params.get("service")) $("service").value = params.get("service");
-  $("org").addEventListener("change", async () => {
-    await loadDoctors($("org").value);
-    renderForm();
-  });
-  $("search").addEventListener("submit", search);
-  $("slots").addEventListener("click", slotAction);
-  $("upcoming").addEventListener("click", mineAction);
-  $("mine-reload").addEventListener("click", loadMine);
-  state.timer = setInterval(tick, 1000);
   await loadMine();
 }
 

@@ -218,6 +218,10 @@ jk_rc jk_bk_wait(jk_conn *c, const struct jk_bk_call *k, const char *slot_id,
  * offers to the next in line; at most max bookings. *n_done counts them. */
 jk_rc jk_bk_sweep(jk_conn *c, const struct jk_bk_call *k, size_t max, size_t *n_done);
 
+/* Whether Appointment or Slot type/id is the pool's (jk_fhir_owned_fn): registered by
+ * jk_bk_start, so that a plain FHIR update or delete cannot put a booking out of step. */
+jk_rc jk_bk_owned(jk_conn *c, const char *type, const char *id, int *is_owned, const char **how);
+
 /* The sweeper thread: jk_bk_sweep once a minute on db, with the installed rules. */
 jk_rc jk_bk_sweeper_start(jk_store *db);
 void jk_bk_sweeper_stop(void);

@@ -585,6 +585,20 @@ jk_rc jk_bk_hold(jk_conn *c, const struct jk_bk_call *k, const char *slot_id,
 
 /* ---- the FHIR resources ---- */
 
+jk_rc jk_bk_owned(jk_conn *c, const char *type, const char *id, int *is_owned, const char **how)
+{
+    static const char sql_appt[] = "SELECT 1 FROM bk_booking WHERE appointment_id = ?";
+    static const char sql_slot[] = "SELECT 1 FROM bk_slot WHERE slot_id = ?";
+    int is_appt = !strcmp(type, "Appointment");
+    jk_stmt *s;
+    jk_rc rc = q(c, is_appt ? sql_appt : sql_slot, &s, is_owned, "t", id);
+    if (s) jk_stmt_reset(s);
+    *how = is_appt ? "is a booking of the pool: change it with $cancel, $reschedule, $checkin "
+                     "or $complete"
+                   : "is a slot of the booking pool: change its Schedule and run $generate";
+    return rc;
+}
+
 static void add_str(struct json_object *o, const char *key, const char *v)
 {
     json_object_object_add(o, key, json_object_new_string(v));
@@ -612,6 +626,7 @@ static jk_rc write_res(jk_conn *c, const struct jk_bk_call *k, struct json_objec
                        const char *type, const char *id, int is_new, const char *org)
 {
     struct jk_fhir_write w = {.kind = JK_FHIR_UPDATE,
+                              .is_owner = 1,
                               .type = type,
                               .id = id,
                               .res = res,
@@ -758,11 +773,10 @@ static const char *message_time(const struct jk_bk_call *k, const struct jk_bk_p
                            (t[8] - '0') * 10 + t[9] - '0', t + 11);
 }
 
-/* A notification of topic about a booking of slot sl (or, without appointment_id, the slot)
- * to patient, due at due_ms; extra_key/extra a further field of its template. */
-static jk_rc notify(jk_conn *c, const struct jk_bk_call *k, const char *topic,
-                    const char *appointment_id, const char *patient, const struct jk_bk_slot *sl,
-                    const char *extra_key, const char *extra, int64_t due_ms)
+/* The payload of a notification about slot sl (the names and the local time its templates
+ * show), with extra_key/extra a further field when not NULL. */
+static const char *payload(jk_conn *c, const struct jk_bk_call *k, const struct jk_bk_slot *sl,
+                           const char *extra_key, const char *extra)
 {
     struct jk_bk_policy p;
     jk_bk_policy(k->rules, sl->org, &p);
@@ -776,23 +790,41 @@ static jk_rc notify(jk_conn *c, const struct jk_bk_call *k, const char *topic,
     const char *text =
         jk_arena_strdup(k->a, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
     json_object_put(o);
-    if (!text) return JK_ENOMEM;
+    return text;
+}
+
+/* A notification of topic with payload text about Appointment appointment_id (or, without
+ * one, slot sl) to patient, due at due_ms. */
+static jk_rc notify_text(jk_conn *c, const struct jk_bk_call *k, const char *topic,
+                         const char *appointment_id, const char *patient,
+                         const struct jk_bk_slot *sl, const char *text, int64_t due_ms)
+{
     const char *r = appointment_id ? jk_arena_printf(k->a, "Appointment/%s", appointment_id)
                                    : jk_arena_printf(k->a, "Slot/%s", sl->slot_id);
+    if (!text || !r) return JK_ENOMEM;
     return jk_outbox_put(c, topic, r, patient, text, k->now_ms, due_ms);
 }
 
+static jk_rc notify(jk_conn *c, const struct jk_bk_call *k, const char *topic,
+                    const char *appointment_id, const char *patient, const struct jk_bk_slot *sl,
+                    const char *extra_key, const char *extra, int64_t due_ms)
+{
+    return notify_text(c, k, topic, appointment_id, patient, sl,
+                       payload(c, k, sl, extra_key, extra), due_ms);
+}
+
+/* The confirmation and the reminders of a booking (one payload for all). */
 static jk_rc notify_booked(jk_conn *c, const struct jk_bk_call *k, const struct jk_bk_slot *sl,
                            const char *appointment_id, const char *patient)
 {
     struct jk_bk_policy p;
     jk_bk_policy(k->rules, sl->org, &p);
-    jk_rc rc =
-        notify(c, k, "booking.confirmed", appointment_id, patient, sl, NULL, NULL, k->now_ms);
+    const char *text = payload(c, k, sl, NULL, NULL);
+    jk_rc rc = notify_text(c, k, "booking.confirmed", appointment_id, patient, sl, text, k->now_ms);
     for (size_t i = 0; !rc && i < p.n_reminders; i++) {
         int64_t due = sl->start_ms - p.reminders_min[i] * MS_PER_MIN;
         if (due > k->now_ms)
-            rc = notify(c, k, "booking.reminder", appointment_id, patient, sl, NULL, NULL, due);
+            rc = notify_text(c, k, "booking.reminder", appointment_id, patient, sl, text, due);
     }
     return rc;
 }
@@ -896,7 +928,7 @@ static jk_rc offer(jk_conn *c, const struct jk_bk_call *k, const struct jk_bk_sl
         k2.d = &quiet;
         int64_t until = 0;
         const char *skey = session_key(k->a, &p, sl);
-        jk_stmt *s2;
+        jk_stmt *s2 = NULL;
         rc = jk_bk_suspension(c, person, k->now_ms, &until, NULL);
         if (!rc)
             rc = q(c,
@@ -919,7 +951,8 @@ static jk_rc offer(jk_conn *c, const struct jk_bk_call *k, const struct jk_bk_sl
             if (rc) return rc;
         }
         if (!is_ok) {
-            if ((rc = exec(c, sql_done, NULL, "tti", "left", NULL, wait_id))) return rc;
+            if ((rc = exec(c, sql_done, NULL, "tti", "left", (const char *)NULL, wait_id)))
+                return rc;
             continue;
         }
         int64_t hold_until = k->now_ms + p.offer_s * 1000LL;

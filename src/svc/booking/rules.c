@@ -8,7 +8,9 @@
 
 #include "auth/account.h"
 #include "core/rules.h"
+#include "core/time.h"
 #include "fhir/json.h"
+#include "fhir/rest.h"
 #include "svc/booking/booking.h"
 
 #define MS_PER_MIN 60000LL
@@ -83,12 +85,7 @@ static jk_rc fail(const struct ctx *x, const char *msg)
 
 static jk_rc get_int(const struct ctx *x, struct json_object *v, int min, int max, int *out)
 {
-    if (!json_object_is_type(v, json_type_int) || json_object_get_int64(v) < min ||
-        json_object_get_int64(v) > max)
-        return jk_rules_fail(x->err, x->errlen, x->path, x->ptr,
-                             "must be a whole number from %d to %d", min, max);
-    *out = (int)json_object_get_int64(v);
-    return JK_OK;
+    return jk_rules_int(v, x->path, x->ptr, min, max, out, x->err, x->errlen);
 }
 
 static jk_rc get_member_int(const struct ctx *x, struct json_object *o, const char *key, int min,
@@ -415,6 +412,8 @@ jk_rc jk_bk_start(const char *path, char *err, size_t errlen)
     if (rc) return rc;
     jk_bk_rules_free(installed);
     installed = r;
+    jk_fhir_set_owner("Appointment", jk_bk_owned);
+    jk_fhir_set_owner("Slot", jk_bk_owned);
     return JK_OK;
 }
 
@@ -474,30 +473,6 @@ int jk_bk_is_holiday(const struct jk_bk_rules *r, const struct jk_bk_policy *p, 
 
 /* ---- local time ---- */
 
-/* Days since 1970-01-01 of a civil date, and back (Howard Hinnant's algorithms). */
-static int64_t days_from_civil(int64_t y, int m, int d)
-{
-    y -= m <= 2;
-    int64_t era = (y >= 0 ? y : y - 399) / 400;
-    int64_t yoe = y - era * 400;
-    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
-static void civil_from_days(int64_t z, int *y, int *m, int *d)
-{
-    z += 719468;
-    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-    int64_t doe = z - era * 146097;
-    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    int64_t mp = (5 * doy + 2) / 153;
-    *d = (int)(doy - (153 * mp + 2) / 5 + 1);
-    *m = (int)(mp < 10 ? mp + 3 : mp - 9);
-    *y = (int)(yoe + era * 400 + (*m <= 2));
-}
-
 static int64_t floor_div(int64_t a, int64_t b)
 {
     return a / b - (a % b != 0 && (a < 0) != (b < 0));
@@ -506,7 +481,7 @@ static int64_t floor_div(int64_t a, int64_t b)
 char *jk_bk_day(const struct jk_bk_policy *p, int64_t ms, char out[static 11])
 {
     int y, m, d;
-    civil_from_days(floor_div(ms + p->utc_offset_min * MS_PER_MIN, MS_PER_DAY), &y, &m, &d);
+    jk_time_civil_from_days(floor_div(ms + p->utc_offset_min * MS_PER_MIN, MS_PER_DAY), &y, &m, &d);
     snprintf(out, 11, "%04u-%02u-%02u", (unsigned)y % 10000u, (unsigned)m % 100u,
              (unsigned)d % 100u);
     return out;
@@ -517,7 +492,7 @@ jk_rc jk_bk_at(const struct jk_bk_policy *p, const char *day, int min, int64_t *
     if (!day || !jk_bk_day_ok(day)) return JK_EINVAL;
     int y = (day[0] - '0') * 1000 + (day[1] - '0') * 100 + (day[2] - '0') * 10 + day[3] - '0';
     int m = (day[5] - '0') * 10 + day[6] - '0', d = (day[8] - '0') * 10 + day[9] - '0';
-    *ms = days_from_civil(y, m, d) * MS_PER_DAY + (min - p->utc_offset_min) * MS_PER_MIN;
+    *ms = jk_time_days_from_civil(y, m, d) * MS_PER_DAY + (min - p->utc_offset_min) * MS_PER_MIN;
     return JK_OK;
 }
 
@@ -531,15 +506,15 @@ int jk_bk_day_ok(const char *day)
     m = (day[5] - '0') * 10 + day[6] - '0';
     d = (day[8] - '0') * 10 + day[9] - '0';
     if (m < 1 || m > 12 || d < 1 || d > 31) return 0;
-    civil_from_days(days_from_civil(y, m, d), &y2, &m2, &d2);
+    jk_time_civil_from_days(jk_time_days_from_civil(y, m, d), &y2, &m2, &d2);
     return y == y2 && m == m2 && d == d2;
 }
 
 int jk_bk_weekday(const char *day)
 {
     int y = (day[0] - '0') * 1000 + (day[1] - '0') * 100 + (day[2] - '0') * 10 + day[3] - '0';
-    int64_t z =
-        days_from_civil(y, (day[5] - '0') * 10 + day[6] - '0', (day[8] - '0') * 10 + day[9] - '0');
+    int64_t z = jk_time_days_from_civil(y, (day[5] - '0') * 10 + day[6] - '0',
+                                        (day[8] - '0') * 10 + day[9] - '0');
     return (int)((z % 7 + 7 + 3) % 7); /* 1970-01-01 was a Thursday: 0 = Monday */
 }
 

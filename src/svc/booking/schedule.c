@@ -2,13 +2,10 @@
  * that keeps them generated ahead, and the statistics of the pool. docs/internals/booking.md. */
 #include "svc/booking/schedule.h"
 
-#include <errno.h>
 #include <stdarg.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <json-c/json.h>
 
@@ -16,6 +13,8 @@
 #include "core/arena.h"
 #include "core/diag.h"
 #include "core/log.h"
+#include "core/periodic.h"
+#include "core/time.h"
 #include "fhir/json.h"
 #include "fhir/rest.h"
 #include "fhir/search.h"
@@ -432,6 +431,7 @@ static jk_rc write_res(jk_conn *c, struct jk_diag *d, const struct tmpl *t, cons
         return JK_ENOMEM;
     }
     struct jk_fhir_write w = {.kind = JK_FHIR_UPDATE,
+                              .is_owner = 1,
                               .type = type,
                               .id = id,
                               .res = res,
@@ -769,61 +769,28 @@ jk_rc jk_bk_extend_all(jk_store *st, const struct jk_bk_rules *r, int64_t now_ms
 struct jk_bk_horizon {
     jk_store *st;
     const struct jk_bk_rules *r;
-    int64_t every_ms;
-    pthread_t thread;
-    pthread_mutex_t lock;
-    pthread_cond_t cond; /* signalled when is_stopping is set */
-    int is_stopping;
+    struct jk_periodic *thread;
 };
 
-static void *horizon_run(void *arg)
+static void horizon_tick(void *arg)
 {
     struct jk_bk_horizon *h = arg;
-    pthread_mutex_lock(&h->lock);
-    while (!h->is_stopping) {
-        pthread_mutex_unlock(&h->lock); /* never hold the lock across a transaction */
-        struct timespec now;
-        clock_gettime(CLOCK_REALTIME, &now);
-        jk_rc rc =
-            jk_bk_extend_all(h->st, h->r, (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000, NULL);
-        if (rc)
-            jk_log_error("booking", "the slot horizon could not be extended: %s", jk_rc_name(rc));
-        pthread_mutex_lock(&h->lock);
-        struct timespec until;
-        clock_gettime(CLOCK_MONOTONIC, &until);
-        until.tv_sec += (time_t)(h->every_ms / 1000);
-        until.tv_nsec += (long)(h->every_ms % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
-        int err = 0;
-        while (!h->is_stopping && err != ETIMEDOUT)
-            err = pthread_cond_timedwait(&h->cond, &h->lock, &until);
-    }
-    pthread_mutex_unlock(&h->lock);
-    return NULL;
+    jk_rc rc = jk_bk_extend_all(h->st, h->r, jk_time_now_ms(), NULL);
+    if (rc) jk_log_error("booking", "the slot horizon could not be extended: %s", jk_rc_name(rc));
 }
 
 jk_rc jk_bk_horizon_start(jk_store *st, const struct jk_bk_rules *r, int64_t every_ms,
                           struct jk_bk_horizon **out)
 {
     struct jk_bk_horizon *h = calloc(1, sizeof *h);
-    pthread_condattr_t ca;
     if (!h) return JK_ENOMEM;
     h->st = st;
     h->r = r;
-    h->every_ms = every_ms > 0 ? every_ms : MS_PER_HOUR;
-    pthread_mutex_init(&h->lock, NULL);
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&h->cond, &ca);
-    pthread_condattr_destroy(&ca);
-    if (pthread_create(&h->thread, NULL, horizon_run, h)) {
-        pthread_cond_destroy(&h->cond);
-        pthread_mutex_destroy(&h->lock);
+    if (every_ms <= 0 || every_ms > INT32_MAX) every_ms = MS_PER_HOUR;
+    jk_rc rc = jk_periodic_start(horizon_tick, h, (int)every_ms, &h->thread);
+    if (rc) {
         free(h);
-        return JK_EINTERNAL;
+        return rc;
     }
     *out = h;
     return JK_OK;
@@ -832,13 +799,7 @@ jk_rc jk_bk_horizon_start(jk_store *st, const struct jk_bk_rules *r, int64_t eve
 void jk_bk_horizon_stop(struct jk_bk_horizon *h)
 {
     if (!h) return;
-    pthread_mutex_lock(&h->lock);
-    h->is_stopping = 1;
-    pthread_cond_signal(&h->cond);
-    pthread_mutex_unlock(&h->lock);
-    pthread_join(h->thread, NULL);
-    pthread_cond_destroy(&h->cond);
-    pthread_mutex_destroy(&h->lock);
+    jk_periodic_stop(h->thread);
     free(h);
 }
 

@@ -81,8 +81,9 @@ char *jk_bk_horizon_day(const struct jk_bk_policy *p, int64_t now_ms, char out[s
  * when the Schedules cannot be listed. */
 jk_rc jk_bk_extend_all(jk_store *st, const struct jk_bk_rules *r, int64_t now_ms, size_t *n_new);
 
-/* A thread that runs jk_bk_extend_all at start and then every every_ms (0: one hour). st and
- * r must outlive it. The caller owns *out and stops it with jk_bk_horizon_stop (NULL allowed).
+/* A thread (core/periodic.h) that runs jk_bk_extend_all at once and then every every_ms (0:
+ * one hour). st and r must outlive it. The caller owns *out and stops it with
+ * jk_bk_horizon_stop (NULL allowed), which waits for a run in progress. JK_ENOMEM or
  * JK_EINTERNAL when the thread cannot be made. */
 struct jk_bk_horizon;
 jk_rc jk_bk_horizon_start(jk_store *st, const struct jk_bk_rules *r, int64_t every_ms,
