@@ -152,9 +152,13 @@ test("a resident finds a department's slots, books one, sees it and cancels it",
   await mine.waitFor();
   const text = await mine.textContent();
   assert.ok(text.includes("已预约") && text.includes("福州市第一医院") && text.includes("心血管内科（普通号）"), text);
-  assert.match(text, /前可免费取消/);
+  assert.match(text, /15:00 前可免费取消/);
   const booked = (await myBookings()).find((b) => b.slot === s.slot && b.state === "booked");
   assert.ok(booked, "the API has the booking");
+  // cancel.deadline: 15:00 the day before the visit, local time
+  const visitDay = new Date(Date.parse(s.start) + 8 * HOUR_MS).toISOString().slice(0, 10);
+  const dayBefore = new Date(Date.parse(visitDay) - 24 * HOUR_MS).toISOString().slice(0, 10);
+  assert.equal(booked.cancelBy, new Date(dayBefore + "T15:00:00+08:00").toISOString());
   assert.equal(await mine.getAttribute("data-appointment"), booked.appointment);
   // cancel: asked once more, then cancelled and among the past ones
   await mine.getByRole("button", { name: "取消预约" }).click();
