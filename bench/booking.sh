@@ -21,7 +21,8 @@
 #   bench/booking.sh [sqlite|postgresql] [seconds of the burst, default 15]
 #
 # Environment: JK_BENCH_CONNS (200), JK_BENCH_PATIENTS (2400), JK_BENCH_FIND_SECS (10; 0: no find),
-# JK_BENCH_LEAD (seconds wrk starts before the opening, 3), JK_BENCH_PORT (18530).
+# JK_BENCH_LEAD (seconds wrk starts before the opening, 3), JK_BENCH_PORT (18530),
+# JK_BENCH_PERF (a file: `perf record -g` of the server for 4 s from the opening).
 set -eu
 cd "$(dirname "$0")/.."
 backend=${1:-sqlite}
@@ -131,6 +132,10 @@ echo "burst: $(wc -l <"$dir/slots") slots of 10 places on $day, opening at $rele
 cat bench/report.lua bench/booking_burst.lua >"$dir/burst.lua"
 wait_ms=$((open_ms - lead * 1000 - $(date +%s%3N)))
 [ "$wait_ms" -gt 0 ] && sleep "$(echo "$wait_ms" | awk '{printf "%.3f", $1 / 1000}')"
+if [ -n "${JK_BENCH_PERF:-}" ]; then # a profile of the server from the opening, for 4 s
+    (sleep "$lead" && perf record -q -e cpu-clock -F 499 --call-graph dwarf,16384 -p "$server_pid" -o "$JK_BENCH_PERF" \
+        -- sleep 4 >/dev/null 2>&1) &
+fi
 JK_BOOK_PATIENTS="$dir/patients" JK_BOOK_SLOTS="$dir/slots" JK_BOOK_OPEN_MS=$open_ms \
     JK_BENCH_THREADS=$threads JK_TOKEN=$nurse \
     wrk -t$threads -c"$conns" -d"${secs}s" --latency -s "$dir/burst.lua" "$url" >"$dir/wrk.out" 2>&1 || true

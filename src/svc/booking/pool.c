@@ -758,11 +758,10 @@ static const char *message_time(const struct jk_bk_call *k, const struct jk_bk_p
                            (t[8] - '0') * 10 + t[9] - '0', t + 11);
 }
 
-/* A notification of topic about a booking of slot sl (or, without appointment_id, the slot)
- * to patient, due at due_ms; extra_key/extra a further field of its template. */
-static jk_rc notify(jk_conn *c, const struct jk_bk_call *k, const char *topic,
-                    const char *appointment_id, const char *patient, const struct jk_bk_slot *sl,
-                    const char *extra_key, const char *extra, int64_t due_ms)
+/* The payload of a notification about slot sl: the names and local time its templates show,
+ * and extra_key/extra (may be NULL) a further field. */
+static const char *payload(jk_conn *c, const struct jk_bk_call *k, const struct jk_bk_slot *sl,
+                           const char *extra_key, const char *extra)
 {
     struct jk_bk_policy p;
     jk_bk_policy(k->rules, sl->org, &p);
@@ -776,23 +775,44 @@ static jk_rc notify(jk_conn *c, const struct jk_bk_call *k, const char *topic,
     const char *text =
         jk_arena_strdup(k->a, json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
     json_object_put(o);
+    return text;
+}
+
+/* A notification of topic with payload text about a booking (or, without appointment_id,
+ * slot sl) to patient, due at due_ms. */
+static jk_rc put(jk_conn *c, const struct jk_bk_call *k, const char *topic,
+                 const char *appointment_id, const char *patient, const struct jk_bk_slot *sl,
+                 const char *text, int64_t due_ms)
+{
     if (!text) return JK_ENOMEM;
     const char *r = appointment_id ? jk_arena_printf(k->a, "Appointment/%s", appointment_id)
                                    : jk_arena_printf(k->a, "Slot/%s", sl->slot_id);
     return jk_outbox_put(c, topic, r, patient, text, k->now_ms, due_ms);
 }
 
+/* A notification of topic about a booking of slot sl (or, without appointment_id, the slot)
+ * to patient, due at due_ms; extra_key/extra a further field of its template. */
+static jk_rc notify(jk_conn *c, const struct jk_bk_call *k, const char *topic,
+                    const char *appointment_id, const char *patient, const struct jk_bk_slot *sl,
+                    const char *extra_key, const char *extra, int64_t due_ms)
+{
+    return put(c, k, topic, appointment_id, patient, sl, payload(c, k, sl, extra_key, extra),
+               due_ms);
+}
+
+/* The confirmation and the reminders of a booking: one payload for all (the reminders show
+ * what the confirmation does), so the names are read once. */
 static jk_rc notify_booked(jk_conn *c, const struct jk_bk_call *k, const struct jk_bk_slot *sl,
                            const char *appointment_id, const char *patient)
 {
     struct jk_bk_policy p;
     jk_bk_policy(k->rules, sl->org, &p);
-    jk_rc rc =
-        notify(c, k, "booking.confirmed", appointment_id, patient, sl, NULL, NULL, k->now_ms);
+    const char *text = payload(c, k, sl, NULL, NULL);
+    jk_rc rc = put(c, k, "booking.confirmed", appointment_id, patient, sl, text, k->now_ms);
     for (size_t i = 0; !rc && i < p.n_reminders; i++) {
         int64_t due = sl->start_ms - p.reminders_min[i] * MS_PER_MIN;
         if (due > k->now_ms)
-            rc = notify(c, k, "booking.reminder", appointment_id, patient, sl, NULL, NULL, due);
+            rc = put(c, k, "booking.reminder", appointment_id, patient, sl, text, due);
     }
     return rc;
 }
