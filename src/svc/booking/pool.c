@@ -916,7 +916,7 @@ static jk_rc offer(jk_conn *c, const struct jk_bk_call *k, const struct jk_bk_sl
         k2.d = &quiet;
         int64_t until = 0;
         const char *skey = session_key(k->a, &p, sl);
-        jk_stmt *s2;
+        jk_stmt *s2 = NULL;
         rc = jk_bk_suspension(c, person, k->now_ms, &until, NULL);
         if (!rc)
             rc = q(c,
@@ -939,7 +939,8 @@ static jk_rc offer(jk_conn *c, const struct jk_bk_call *k, const struct jk_bk_sl
             if (rc) return rc;
         }
         if (!is_ok) {
-            if ((rc = exec(c, sql_done, NULL, "tti", "left", NULL, wait_id))) return rc;
+            if ((rc = exec(c, sql_done, NULL, "tti", "left", (const char *)NULL, wait_id)))
+                return rc;
             continue;
         }
         int64_t hold_until = k->now_ms + p.offer_s * 1000LL;
