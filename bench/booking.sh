@@ -136,11 +136,20 @@ if [ -n "${JK_BENCH_PERF:-}" ]; then # a profile of the server from the opening,
     (sleep "$lead" && perf record -q -e cpu-clock -F 499 --call-graph dwarf,16384 -p "$server_pid" -o "$JK_BENCH_PERF" \
         -- sleep 4 >/dev/null 2>&1) &
 fi
+(exec python3 bench/booking_setup.py sched "$server_pid" "$dir/sched") &
+sched_pid=$!
 JK_BOOK_PATIENTS="$dir/patients" JK_BOOK_SLOTS="$dir/slots" JK_BOOK_OPEN_MS=$open_ms \
     JK_BENCH_THREADS=$threads JK_TOKEN=$nurse \
     wrk -t$threads -c"$conns" -d"${secs}s" --latency -s "$dir/burst.lua" "$url" >"$dir/wrk.out" 2>&1 || true
 grep -E "^(RESULT|BOOKING|TIMELINE)" "$dir/wrk.out" || cat "$dir/wrk.out"
 ok=$(sed -n 's/^BOOKING 201=\([0-9]*\).*/\1/p' "$dir/wrk.out")
+kill "$sched_pid" 2>/dev/null || true
+wait "$sched_pid" 2>/dev/null || true
+win=$(sed -n 's/^BOOKING .* window_s=\([0-9.]*\) .*/\1/p' "$dir/wrk.out")
+printf "before the opening (%s s): " "$lead"
+setup window "$dir/sched" $((open_ms - lead * 1000 + 200)) "$open_ms"
+printf "from the opening to the last 201 (%s s): " "$win"
+setup window "$dir/sched" "$open_ms" "$(echo "$open_ms $win" | awk '{printf "%.0f", $1 + $2 * 1000}')"
 stop
 
 # What the database says.

@@ -9,11 +9,18 @@ departments, Schedules and $generate; the slots as a desk sees them. Standard li
                                                  10 places, 8 of 4) for 7 days from tomorrow;
                                                  prints its HealthcareService id
   booking_setup.py token URL USER PASSWORD       a bearer token
+  booking_setup.py sched PID OUT                 every 50 ms until killed, the CPU time of
+                                                 each thread of PID and its time waiting for
+                                                 a core (/proc schedstat) into OUT
+  booking_setup.py window OUT FROM_MS TO_MS      from OUT: each kind of thread's CPU time and
+                                                 wait for a core between the two instants
 """
 import datetime
 import json
 import random
+import os
 import sys
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -165,14 +172,66 @@ def find(url):
     print("bench-find")
 
 
+def sched(pid, out):
+    with open(out, "w") as f:
+        while True:
+            row = ["%.0f" % (time.time() * 1000)]
+            for tid in os.listdir("/proc/%s/task" % pid):
+                try:
+                    with open("/proc/%s/task/%s/comm" % (pid, tid)) as c:
+                        comm = c.read().strip()
+                    with open("/proc/%s/task/%s/schedstat" % (pid, tid)) as c:
+                        cpu, wait = c.read().split()[:2]
+                except OSError:
+                    continue
+                row.append("%s:%s:%s:%s" % (tid, comm, cpu, wait))
+            f.write(" ".join(row) + "\n")
+            f.flush()
+            time.sleep(0.05)
+
+
+def window(path, from_ms, to_ms):
+    """The store writer is the process's thread named like it (jiankang) that used the most
+    CPU; request threads are libmicrohttpd's (MHD-worker)."""
+    rows = []
+    for line in open(path):
+        f = line.split()
+        rows.append((float(f[0]), {x.split(":")[0]: x.split(":")[1:] for x in f[1:]}))
+
+    def at(ms):  # the last sample at or before ms
+        best = rows[0]
+        for r in rows:
+            if r[0] <= ms:
+                best = r
+        return best
+    a, b = at(float(from_ms)), at(float(to_ms))
+    use = {}
+    for tid, (comm, cpu, wait) in b[1].items():
+        if tid in a[1]:
+            use[tid] = (comm, (int(cpu) - int(a[1][tid][1])) / 1e9,
+                        (int(wait) - int(a[1][tid][2])) / 1e9)
+    main = [u for u in use.values() if u[0] != "MHD-worker"]
+    writer = max(main, key=lambda u: u[1]) if main else ("", 0, 0)
+    workers = [u for u in use.values() if u[0] == "MHD-worker"]
+    print("server threads over %.2f s: store writer %.2f s CPU, %.2f s waiting for a core; "
+          "%d request threads %.2f s CPU, %.2f s waiting for a core" % (
+              (b[0] - a[0]) / 1000, writer[1], writer[2], len(workers),
+              sum(u[1] for u in workers), sum(u[2] for u in workers)))
+
+
 def main(argv):
-    what, url = argv[1], argv[2]
+    what = argv[1]
+    url = argv[2] if len(argv) > 2 else None
     if what == "patients":
         patients(url, int(argv[3]), argv[4])
     elif what == "burst":
         burst(url, argv[3], argv[4], argv[5])
     elif what == "find":
         find(url)
+    elif what == "sched":
+        sched(argv[2], argv[3])
+    elif what == "window":
+        window(argv[2], argv[3], argv[4])
     elif what == "token":
         print(token(url, argv[3], argv[4]))
     else:
