@@ -140,7 +140,7 @@ fi
 sched_pid=$!
 JK_BOOK_PATIENTS="$dir/patients" JK_BOOK_SLOTS="$dir/slots" JK_BOOK_OPEN_MS=$open_ms \
     JK_BENCH_THREADS=$threads JK_TOKEN=$nurse \
-    wrk -t$threads -c"$conns" -d"${secs}s" --latency -s "$dir/burst.lua" "$url" >"$dir/wrk.out" 2>&1 || true
+    wrk -t$threads -c"$conns" -d"${secs}s" --timeout 60s --latency -s "$dir/burst.lua" "$url" >"$dir/wrk.out" 2>&1 || true
 grep -E "^(RESULT|BOOKING|TIMELINE)" "$dir/wrk.out" || cat "$dir/wrk.out"
 ok=$(sed -n 's/^BOOKING 201=\([0-9]*\).*/\1/p' "$dir/wrk.out")
 kill "$sched_pid" 2>/dev/null || true
@@ -165,10 +165,13 @@ appts=$(sql "SELECT count(*) FROM bk_booking b JOIN resource_version r ON r.type
 echo "database: $booked booked ($other in other states), $taken places taken of 1000," \
      "$over slots over capacity, $counted slots whose count differs, $twice persons with two" \
      "bookings a day, $limit day counters over the limit, $appts Appointments; 201s: ${ok:-?}"
-if [ "$booked" = "${ok:-x}" ] && [ "$taken" = "$booked" ] && [ "$booked" -le 1000 ] &&
-    [ "$over" = 0 ] && [ "$counted" = 0 ] && [ "$twice" = 0 ] && [ "$limit" = 0 ] &&
-    [ "$appts" = "$booked" ]; then
-    echo "check: no over-booking, every 201 is a booking, no limit exceeded"
+# A run that ends leaves up to one request per connection unanswered, whose booking may
+# have committed: then the 201s are up to that many fewer than the bookings.
+if [ -n "$ok" ] && [ "$booked" -ge "$ok" ] && [ "$booked" -le $((ok + conns)) ] &&
+    [ "$taken" = "$booked" ] && [ "$booked" -le 1000 ] && [ "$over" = 0 ] &&
+    [ "$counted" = 0 ] && [ "$twice" = 0 ] && [ "$limit" = 0 ] && [ "$appts" = "$booked" ]; then
+    echo "check: no over-booking, every 201 is a booking ($((booked - ok)) more committed" \
+         "after wrk stopped waiting), no limit exceeded"
 else
     echo "check: FAILED" >&2
     exit 1

@@ -33,6 +33,7 @@ struct job {
     struct jk_bk_who w;
     const char *slot, *appointment, *reason;
     int64_t hold_id, wait_id;
+    int names_actor; /* the slot's Appointment names a Practitioner (or Device, Location) */
     struct jk_bk_booking out;
     jk_rc rc;
 };
@@ -208,7 +209,13 @@ static jk_rc job_finish(struct jk_http_req *rq)
         add_param(o, "patient", "valueReference", reference(rq->arena, "Patient", j->w.patient_id));
         return send_params(rq, 201, o);
     }
-    jk_authz_touch(); /* an Appointment gives its institution a relationship */
+    /* Cached views are made again when an Appointment may change who has a treatment
+     * relationship: its participants other than the Patient and the HealthcareService (a
+     * doctor's schedule), or its status (every change after the booking). A booking of a
+     * department's slot names neither a principal nor its institution (which holds the
+     * Appointment: a holder is checked at each decision, not cached), and during a burst of
+     * bookings making every view again after each one would cost each request its view. */
+    if (j->op != OP_BOOK || j->names_actor) jk_authz_touch();
     return send_appointment(rq, j->op == OP_BOOK ? 201 : 200, j->out.appointment_id);
 }
 
@@ -406,6 +413,7 @@ static jk_rc claim_checks(struct jk_http_req *rq, struct job *j, struct json_obj
     if (!rc) rc = resolve_who(rq, j, &sl, patient, channel);
     if (rc) return rc;
     j->slot = jk_arena_strdup(rq->arena, sl.slot_id);
+    j->names_actor = sl.actor[0] != '\0';
     if (!j->slot) return JK_ENOMEM;
     if (j->op != OP_WAIT && !j->hold_id) rc = has_place(rq, j, &sl);
     return rc;
