@@ -12,8 +12,9 @@ departments, Schedules and $generate; the slots as a desk sees them. Standard li
   booking_setup.py sched PID OUT                 every 50 ms until killed, the CPU time of
                                                  each thread of PID and its time waiting for
                                                  a core (/proc schedstat) into OUT
-  booking_setup.py window OUT FROM_MS TO_MS      from OUT: each kind of thread's CPU time and
-                                                 wait for a core between the two instants
+  booking_setup.py window OUT FROM_MS TO_MS      from OUT: the CPU time and wait for a core of
+                                                 the request threads and of the others
+                                                 between the two instants
 """
 import datetime
 import json
@@ -191,8 +192,8 @@ def sched(pid, out):
 
 
 def window(path, from_ms, to_ms):
-    """The store writer is the process's thread named like it (jiankang) that used the most
-    CPU; request threads are libmicrohttpd's (MHD-worker)."""
+    """Request threads are libmicrohttpd's (MHD-worker); the others are the store's (the
+    SQLite writer, the PostgreSQL pool) and the background threads (sweeper, outbox)."""
     rows = []
     for line in open(path):
         f = line.split()
@@ -210,13 +211,12 @@ def window(path, from_ms, to_ms):
         if tid in a[1]:
             use[tid] = (comm, (int(cpu) - int(a[1][tid][1])) / 1e9,
                         (int(wait) - int(a[1][tid][2])) / 1e9)
-    main = [u for u in use.values() if u[0] != "MHD-worker"]
-    writer = max(main, key=lambda u: u[1]) if main else ("", 0, 0)
+    store = [u for u in use.values() if u[0] != "MHD-worker"]
     workers = [u for u in use.values() if u[0] == "MHD-worker"]
-    print("server threads over %.2f s: store writer %.2f s CPU, %.2f s waiting for a core; "
-          "%d request threads %.2f s CPU, %.2f s waiting for a core" % (
-              (b[0] - a[0]) / 1000, writer[1], writer[2], len(workers),
-              sum(u[1] for u in workers), sum(u[2] for u in workers)))
+    print("server threads over %.2f s: store and background %.2f s CPU, %.2f s waiting for a "
+          "core; %d request threads %.2f s CPU, %.2f s waiting for a core" % (
+              (b[0] - a[0]) / 1000, sum(u[1] for u in store), sum(u[2] for u in store),
+              len(workers), sum(u[1] for u in workers), sum(u[2] for u in workers)))
 
 
 def main(argv):
