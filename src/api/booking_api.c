@@ -33,6 +33,7 @@ struct job {
     struct jk_bk_who w;
     const char *slot, *appointment, *reason;
     int64_t hold_id, wait_id;
+    int names_actor; /* the slot's Appointment names a Practitioner (or Device, Location) */
     struct jk_bk_booking out;
     jk_rc rc;
 };
@@ -208,7 +209,13 @@ static jk_rc job_finish(struct jk_http_req *rq)
         add_param(o, "patient", "valueReference", reference(rq->arena, "Patient", j->w.patient_id));
         return send_params(rq, 201, o);
     }
-    jk_authz_touch(); /* an Appointment gives its institution a relationship */
+    /* Cached views are made again when an Appointment may change who has a treatment
+     * relationship: its participants other than the Patient and the HealthcareService (a
+     * doctor's schedule), or its status (every change after the booking). A booking of a
+     * department's slot names neither a principal nor its institution (which holds the
+     * Appointment: a holder is checked at each decision, not cached), and during a burst of
+     * bookings making every view again after each one would cost each request its view. */
+    if (j->op != OP_BOOK || j->names_actor) jk_authz_touch();
     return send_appointment(rq, j->op == OP_BOOK ? 201 : 200, j->out.appointment_id);
 }
 
@@ -378,31 +385,24 @@ static jk_rc has_place(struct jk_http_req *rq, struct job *j, const struct jk_bk
     return jk_bk_no_place(c, &j->k, sl, &j->w);
 }
 
-/* POST /fhir/R4/Appointment/$hold, $book, and /api/booking/waitlist */
-static jk_rc claim_op(struct jk_http_req *rq, enum op op)
+/* The reads of a claim before it goes to the writer: the hold, the slot, who books for whom,
+ * and whether a place is there at all. */
+static jk_rc claim_checks(struct jk_http_req *rq, struct job *j, struct json_object *params,
+                          jk_conn *c)
 {
-    struct job *j;
-    struct json_object *params = NULL;
     struct jk_bk_slot sl;
-    jk_rc rc = begin(rq, op, &j);
-    if (!rc) rc = parameters(rq, &params);
-    if (rc) {
-        json_object_put(params);
-        return rc;
-    }
-    const char *hold = op == OP_BOOK ? param(rq->arena, params, "hold") : NULL;
+    jk_rc rc = JK_OK;
+    const char *hold = j->op == OP_BOOK ? param(rq->arena, params, "hold") : NULL;
     const char *slot = param(rq->arena, params, "slot");
     const char *patient = param(rq->arena, params, "patient");
     const char *channel = param(rq->arena, params, "channel");
     if (hold) {
         char *end;
+        struct jk_bk_booking b;
         j->hold_id = strtoll(hold, &end, 10);
         if (*end || j->hold_id <= 0)
             rc = jk_diag_add(&rq->diag, JK_EINVAL, "value", "hold",
                              "hold must be the number $hold returned");
-        jk_conn *c = jk_store_conn(jk_api_app(rq)->db);
-        struct jk_bk_booking b;
-        if (!rc && !c) rc = JK_EDB;
         if (!rc && (rc = jk_bk_booking_get(c, rq->arena, j->hold_id, NULL, &b)) == JK_ENOTFOUND)
             rc = jk_diag_add(&rq->diag, JK_ENOTFOUND, "not-found", "hold", "there is no hold %s",
                              hold);
@@ -411,12 +411,35 @@ static jk_rc claim_op(struct jk_http_req *rq, enum op op)
     }
     if (!rc) rc = load_slot(rq, slot, &sl);
     if (!rc) rc = resolve_who(rq, j, &sl, patient, channel);
-    json_object_put(params);
     if (rc) return rc;
     j->slot = jk_arena_strdup(rq->arena, sl.slot_id);
+    j->names_actor = sl.actor[0] != '\0';
     if (!j->slot) return JK_ENOMEM;
-    if (op != OP_WAIT && !j->hold_id && (rc = has_place(rq, j, &sl))) return rc;
-    return submit(rq, j);
+    if (j->op != OP_WAIT && !j->hold_id) rc = has_place(rq, j, &sl);
+    return rc;
+}
+
+/* POST /fhir/R4/Appointment/$hold, $book, and /api/booking/waitlist */
+static jk_rc claim_op(struct jk_http_req *rq, enum op op)
+{
+    struct job *j;
+    struct json_object *params = NULL;
+    jk_rc rc = begin(rq, op, &j);
+    if (!rc) rc = parameters(rq, &params);
+    jk_conn *c = jk_store_conn(jk_api_app(rq)->db);
+    if (!rc && !c) rc = JK_EDB;
+    if (!rc) {
+        /* One read transaction for the checks: a snapshot, and (on SQLite) one look at the
+         * WAL instead of one per statement, which during a burst of bookings changes
+         * between any two of them and would drop the connection's page cache each time. */
+        if (!(rc = jk_conn_exec(c, "BEGIN"))) {
+            rc = claim_checks(rq, j, params, c);
+            jk_rc end = jk_conn_exec(c, "COMMIT");
+            if (!rc) rc = end;
+        }
+    }
+    json_object_put(params);
+    return rc ? rc : submit(rq, j);
 }
 
 jk_rc jk_api_booking_hold(struct jk_http_req *rq)

@@ -47,6 +47,11 @@ static void sq_global_init(void)
 {
     /* Memory statistics take a process-wide mutex on every allocation; we never read them. */
     sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    /* Each transaction of a group commit runs in a savepoint, whose journal holds the
+     * original of every page the transaction changes. Past 64 KiB (SQLite's default) that
+     * journal goes to a temporary file, one pwrite per page: a booking or a Patient with its
+     * index rows changes more than 16 pages. Up to 4 MiB it now stays in memory. */
+    sqlite3_config(SQLITE_CONFIG_STMTJRNL_SPILL, 4 << 20);
 }
 
 static jk_rc sq_conn_open(jk_store *st, jk_conn **out, char *err, size_t errlen)
