@@ -50,8 +50,10 @@ static void sq_global_init(void)
     /* Each transaction of a group commit runs in a savepoint, whose journal holds the
      * original of every page the transaction changes. Past 64 KiB (SQLite's default) that
      * journal goes to a temporary file, one pwrite per page: a booking or a Patient with its
-     * index rows changes more than 16 pages. Up to 4 MiB it now stays in memory. */
-    sqlite3_config(SQLITE_CONFIG_STMTJRNL_SPILL, 4 << 20);
+     * index rows changes more than 16 pages. It stays in memory (its size is bounded by the
+     * transaction's own changes); a spill threshold of a few MiB made a large import's
+     * savepoints fail with SQLITE_FULL when the journal reached it. */
+    sqlite3_config(SQLITE_CONFIG_STMTJRNL_SPILL, -1);
 }
 
 static jk_rc sq_conn_open(jk_store *st, jk_conn **out, char *err, size_t errlen)
