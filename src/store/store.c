@@ -246,6 +246,37 @@ static const char *const migrations[] = {
     /* 11: the channels a notification was delivered through already (comma-separated), so
      * that a retry sends only through the channels that failed (docs/internals/booking.md) */
     "ALTER TABLE outbox ADD COLUMN sent_channels TEXT NOT NULL DEFAULT '';",
+    /* 12: the internet hospital (docs/internals/rx.md): online follow-up visits, the
+     * doctors' signing keys, prescriptions with their review, redemption and dispensing, and
+     * delivery orders */
+    "CREATE TABLE ih_visit (id TEXT PRIMARY KEY, patient_id TEXT NOT NULL, person TEXT NOT NULL,"
+    " account_id BIGINT NOT NULL, org TEXT NOT NULL, doctor TEXT NOT NULL, condition_code TEXT"
+    " NOT NULL, basis TEXT NOT NULL, guardian TEXT NOT NULL DEFAULT '', status TEXT NOT NULL,"
+    " started_ms BIGINT NOT NULL, ended_ms BIGINT, end_reason TEXT NOT NULL DEFAULT '',"
+    " amount_fen BIGINT NOT NULL DEFAULT 0);"
+    "CREATE INDEX ih_visit_doctor ON ih_visit (doctor, status, started_ms);"
+    "CREATE INDEX ih_visit_patient ON ih_visit (patient_id, started_ms);"
+    "CREATE INDEX ih_visit_org ON ih_visit (org, started_ms);"
+    "CREATE TABLE rx_signer (practitioner TEXT PRIMARY KEY, public_pem TEXT NOT NULL,"
+    " private_sealed TEXT NOT NULL, created_ms BIGINT NOT NULL);"
+    "CREATE TABLE rx_prescription (id TEXT PRIMARY KEY, visit_id TEXT NOT NULL,"
+    " patient_id TEXT NOT NULL, person TEXT NOT NULL, doctor TEXT NOT NULL, org TEXT NOT NULL,"
+    " status TEXT NOT NULL, created_ms BIGINT NOT NULL, digest TEXT NOT NULL,"
+    " signature TEXT NOT NULL, warnings TEXT NOT NULL DEFAULT '[]', reviewer TEXT,"
+    " reviewed_ms BIGINT, review_codes TEXT NOT NULL DEFAULT '', review_text TEXT NOT NULL"
+    " DEFAULT '', code_key TEXT, valid_until_ms BIGINT NOT NULL DEFAULT 0, pharmacy TEXT,"
+    " delivery TEXT NOT NULL DEFAULT '', dispensed_ms BIGINT, amount_fen BIGINT NOT NULL"
+    " DEFAULT 0);"
+    "CREATE INDEX rx_prescription_review ON rx_prescription (org, status, created_ms);"
+    "CREATE INDEX rx_prescription_patient ON rx_prescription (patient_id, created_ms);"
+    "CREATE INDEX rx_prescription_visit ON rx_prescription (visit_id);"
+    "CREATE UNIQUE INDEX rx_prescription_code ON rx_prescription (code_key);"
+    "CREATE INDEX rx_prescription_day ON rx_prescription (created_ms);"
+    "CREATE TABLE rx_delivery (prescription_id TEXT PRIMARY KEY, pharmacy TEXT NOT NULL,"
+    " status TEXT NOT NULL, carrier TEXT NOT NULL DEFAULT '', waybill TEXT NOT NULL DEFAULT '',"
+    " address_sealed TEXT NOT NULL DEFAULT '', updated_ms BIGINT NOT NULL, history TEXT NOT NULL"
+    " DEFAULT '[]');"
+    "CREATE INDEX rx_delivery_pharmacy ON rx_delivery (pharmacy, status);",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
