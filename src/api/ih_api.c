@@ -27,22 +27,22 @@
 
 enum op { OP_OPEN, OP_CONFIRM, OP_MESSAGE, OP_VIDEO, OP_END };
 
-static const char *const actions[] = {"ih-visit-open", "ih-visit-confirm", "ih-message",
-                                      "ih-video", "ih-visit-end"};
+static const char *const actions[] = {"ih-visit-open", "ih-visit-confirm", "ih-message", "ih-video",
+                                      "ih-visit-end"};
 
 struct job {
     struct jk_http_req *rq;
     struct jk_api_guard *g;
     enum op op;
     struct jk_ih_call k;
-    struct jk_ih_open o;      /* OP_OPEN */
-    struct jk_ih_visit v;     /* the visit (every op; OP_OPEN: the new one) */
-    struct jk_ih_message m;   /* OP_MESSAGE, OP_VIDEO */
+    struct jk_ih_open o;    /* OP_OPEN */
+    struct jk_ih_visit v;   /* the visit (every op; OP_OPEN: the new one) */
+    struct jk_ih_message m; /* OP_MESSAGE, OP_VIDEO */
     struct jk_ih_attachment att;
-    struct jk_ih_room room;   /* OP_VIDEO */
-    int is_redirect;          /* OP_END */
-    const char *reason;       /* OP_END */
-    const char *comm_id;      /* the Communication written */
+    struct jk_ih_room room; /* OP_VIDEO */
+    int is_redirect;        /* OP_END */
+    const char *reason;     /* OP_END */
+    const char *comm_id;    /* the Communication written */
     jk_rc rc;
 };
 
@@ -136,8 +136,8 @@ static jk_rc body_attachment(struct jk_http_req *rq, struct json_object *o, cons
         while (i < 3 && strcmp(allowed[i], k2))
             i++;
         if (i == 3)
-            return jk_diag_add(&rq->diag, JK_EINVAL, "structure", key,
-                               "unknown member '%s' of %s", k2, key);
+            return jk_diag_add(&rq->diag, JK_EINVAL, "structure", key, "unknown member '%s' of %s",
+                               k2, key);
     }
     jk_rc rc = body_str(rq, a, "contentType", key, 100, &att->content_type);
     if (!rc) rc = body_str(rq, a, "title", key, MAX_TITLE, &att->title);
@@ -153,8 +153,7 @@ static jk_rc body_attachment(struct jk_http_req *rq, struct json_object *o, cons
 
 /* ---- responses ---- */
 
-static jk_rc send_json(struct jk_http_req *rq, int status, const char *type,
-                       struct json_object *o)
+static jk_rc send_json(struct jk_http_req *rq, int status, const char *type, struct json_object *o)
 {
     size_t n;
     const char *t = jk_json_text(o, rq->arena, &n);
@@ -228,8 +227,7 @@ static jk_rc load_visit(struct jk_http_req *rq, struct jk_api_guard *g, int doct
     if (!c) return JK_EDB;
     jk_rc rc = jk_ih_visit_get(c, rq->arena, id, v);
     if (rc == JK_ENOTFOUND)
-        return jk_diag_add(&rq->diag, JK_ENOTFOUND, "not-found", NULL, "there is no visit %s",
-                           id);
+        return jk_diag_add(&rq->diag, JK_ENOTFOUND, "not-found", NULL, "there is no visit %s", id);
     if (rc || g->is_off) return rc;
     g->recs[0].res_type = "Encounter";
     g->recs[0].res_id = v->id;
@@ -442,7 +440,7 @@ static jk_rc open_who(struct jk_http_req *rq, struct job *j, jk_conn *c)
 
 jk_rc jk_api_ih_open(struct jk_http_req *rq)
 {
-    static const char *const allowed[] = {"doctor", "patient", "condition", "basis",
+    static const char *const allowed[] = {"doctor",   "patient", "condition", "basis",
                                           "guardian", "record",  NULL};
     struct job *j;
     struct json_object *b = NULL;
@@ -657,10 +655,11 @@ jk_rc jk_api_ih_list(struct jk_http_req *rq)
         g->recs[0].res_type = "Encounter";
         g->recs[0].res_id = NULL;
     }
-    const char *doctor = jk_http_query_get(rq, "doctor"), *patient = jk_http_query_get(rq, "patient");
+    const char *doctor = jk_http_query_get(rq, "doctor"),
+               *patient = jk_http_query_get(rq, "patient");
     if (g->is_off && (doctor || patient)) { /* development: say whose */
-        const char *key = doctor ? jk_api_ref_id(doctor, "PractitionerRole")
-                                 : jk_api_ref_id(patient, "Patient");
+        const char *key =
+            doctor ? jk_api_ref_id(doctor, "PractitionerRole") : jk_api_ref_id(patient, "Patient");
         rc = jk_fhir_id_ok(key) ? list(rq, c, doctor != NULL, key, status, arr)
                                 : jk_diag_add(&rq->diag, JK_EINVAL, "value", NULL,
                                               "doctor=PractitionerRole/<id> or "

@@ -8,8 +8,8 @@
 
 #include "core/rc.h"
 
-#define JK_IH_ROOM_MAX 65   /* a room id and its NUL */
-#define JK_IH_URL_MAX  512  /* a room's URL and its NUL */
+#define JK_IH_ROOM_MAX 65  /* a room id and its NUL */
+#define JK_IH_URL_MAX  512 /* a room's URL and its NUL */
 
 /* A room of a video service. */
 struct jk_ih_room {

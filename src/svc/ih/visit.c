@@ -200,8 +200,7 @@ jk_rc jk_ih_attachment(const struct jk_ih_call *k, const char *what, int is_reco
                            is_record ? " or application/pdf" : "");
     size_t len = att->data_b64 ? strlen(att->data_b64) : 0;
     if (!len)
-        return jk_diag_add(k->d, JK_EINVAL, "required", what, "%s.data (base64) is required",
-                           what);
+        return jk_diag_add(k->d, JK_EINVAL, "required", what, "%s.data (base64) is required", what);
     if ((int64_t)(len / 4 * 3) > max_bytes + 3)
         return refuse(k, JK_ETOOBIG, "visit.image_max_bytes", what, "附件过大",
                       "the attachment is larger than visit.image_max_bytes allows");
@@ -212,8 +211,7 @@ jk_rc jk_ih_attachment(const struct jk_ih_call *k, const char *what, int is_reco
                                 sodium_base64_VARIANT_ORIGINAL);
     int is_kind = !bad && n >= kinds[i].n_magic && !memcmp(bin, kinds[i].magic, kinds[i].n_magic);
     free(bin);
-    if (bad)
-        return jk_diag_add(k->d, JK_EINVAL, "value", what, "%s.data is not base64", what);
+    if (bad) return jk_diag_add(k->d, JK_EINVAL, "value", what, "%s.data is not base64", what);
     if ((int64_t)n > max_bytes)
         return refuse(k, JK_ETOOBIG, "visit.image_max_bytes", what, "附件过大",
                       "the attachment is larger than visit.image_max_bytes allows");
@@ -261,8 +259,8 @@ static jk_rc gate_doctor(jk_conn *c, const struct jk_ih_call *k, struct jk_ih_op
             int is_licence = 0;
             for (size_t j = 0; j < json_object_array_length(codings); j++) {
                 struct json_object *cd = json_object_array_get_idx(codings, j);
-                is_licence |= jk_ih_is_licence(k->rules, jk_json_str(cd, "system"),
-                                               jk_json_str(cd, "code"));
+                is_licence |=
+                    jk_ih_is_licence(k->rules, jk_json_str(cd, "system"), jk_json_str(cd, "code"));
             }
             if (!is_licence || !json_object_object_get_ex(qa, "period", &per)) continue;
             const char *start = jk_json_str(per, "start"), *end = jk_json_str(per, "end");
@@ -328,8 +326,8 @@ static jk_rc is_guardian(jk_conn *c, const struct jk_ih_call *k, const struct jk
                                    jk_json_str(json_object_array_get_idx(codings, j), "code"));
         }
     struct json_object *per;
-    const char *end = json_object_object_get_ex(rp, "period", &per) ? jk_json_str(per, "end")
-                                                                     : NULL;
+    const char *end =
+        json_object_object_get_ex(rp, "period", &per) ? jk_json_str(per, "end") : NULL;
     int64_t end_ms = INT64_MAX;
     if (end && jk_ih_instant(end, 0, &end_ms)) end_ms = 0;
     *out = is_code && is_active(rp) && end_ms >= k->now_ms &&
@@ -363,10 +361,11 @@ static jk_rc gate_guardian(jk_conn *c, const struct jk_ih_call *k, struct jk_ih_
     if (!is_child)
         return jk_diag_add(k->d, JK_EINVAL, "value", "guardian",
                            "%s is not a guardian of Patient/%s", o->guardian, o->patient_id);
-    const char *zh = jk_arena_printf(k->a,
-                                     "%d 岁以下儿童在线复诊须有监护人陪同：请在 guardian 中写明在场的"
-                                     "监护人（监护人本人的 Patient 或儿童的 RelatedPerson）",
-                                     p.guardian_age_years);
+    const char *zh =
+        jk_arena_printf(k->a,
+                        "%d 岁以下儿童在线复诊须有监护人陪同：请在 guardian 中写明在场的"
+                        "监护人（监护人本人的 Patient 或儿童的 RelatedPerson）",
+                        p.guardian_age_years);
     const char *en = jk_arena_printf(
         k->a,
         "a child under %d years needs a guardian present (visit.guardian_age_years): name them "
@@ -388,8 +387,8 @@ static jk_rc institution_of(jk_conn *c, const struct jk_ih_call *k, const char *
     if (enc) {
         struct json_object *e = read_json(c, k->a, "Encounter", enc, &rc), *cls;
         if (!e) return rc;
-        const char *cl = json_object_object_get_ex(e, "class", &cls) ? jk_json_str(cls, "code")
-                                                                      : NULL;
+        const char *cl =
+            json_object_object_get_ex(e, "class", &cls) ? jk_json_str(cls, "code") : NULL;
         const char *sp = ref_of(e, "serviceProvider", "Organization");
         if (sp && (!cl || strcmp(cl, "VR"))) *org = jk_arena_strdup(k->a, sp);
         json_object_put(e);
@@ -526,8 +525,8 @@ static jk_rc gate_basis(jk_conn *c, const struct jk_ih_call *k, struct jk_ih_ope
         if (!is_cond && strncmp(o->basis, "Encounter/", 10))
             return jk_diag_add(k->d, JK_EINVAL, "value", "basis",
                                "basis must be a Condition/<id> or Encounter/<id>");
-        if ((rc = judge(c, k, o, is_cond ? "Condition" : "Encounter", o->basis + 10, ids, n,
-                        &best)))
+        if ((rc =
+                 judge(c, k, o, is_cond ? "Condition" : "Encounter", o->basis + 10, ids, n, &best)))
             return rc;
         if (best == V_OK) o->basis_ref = o->basis;
     }
@@ -536,8 +535,7 @@ static jk_rc gate_basis(jk_conn *c, const struct jk_ih_call *k, struct jk_ih_ope
         for (size_t i = 0; !rc && i < n && best != V_OK; i++) {
             const char **found;
             size_t n_found;
-            rc = find(c, k->a, type, t ? "reason-code" : "code", o->code, ids[i], &found,
-                      &n_found);
+            rc = find(c, k->a, type, t ? "reason-code" : "code", o->code, ids[i], &found, &n_found);
             for (size_t j = 0; !rc && j < n_found && best != V_OK; j++) {
                 if ((rc = judge(c, k, o, type, found[j], ids, n, &v))) break;
                 if (v > best) best = v;
@@ -552,18 +550,20 @@ static jk_rc gate_basis(jk_conn *c, const struct jk_ih_call *k, struct jk_ih_ope
                                          "没有 %d 天内实体医疗机构对该病的诊断：请先到线下就诊"
                                          "（预约：%s），或上传近期病历由医生确认",
                                          p.prior_days, book);
-        const char *en = jk_arena_printf(k->a,
-                                         "no diagnosis of this condition by a physical institution "
-                                         "in the last %d days (visit.prior_diagnosis_days): book an "
-                                         "in-person visit (%s) or upload a recent record for the "
-                                         "doctor to confirm",
-                                         p.prior_days, book);
+        const char *en =
+            jk_arena_printf(k->a,
+                            "no diagnosis of this condition by a physical institution "
+                            "in the last %d days (visit.prior_diagnosis_days): book an "
+                            "in-person visit (%s) or upload a recent record for the "
+                            "doctor to confirm",
+                            p.prior_days, book);
         return refuse(k, JK_ERULE, "no-diagnosis", o->basis ? "basis" : "condition", zh, en);
     }
-    const char *zh = jk_arena_printf(k->a,
-                                     "互联网医院只提供复诊，首诊须到实体医疗机构就诊：请预约线下门诊"
-                                     "（%s）",
-                                     book);
+    const char *zh =
+        jk_arena_printf(k->a,
+                        "互联网医院只提供复诊，首诊须到实体医疗机构就诊：请预约线下门诊"
+                        "（%s）",
+                        book);
     const char *en = jk_arena_printf(k->a,
                                      "online visits are follow-ups only and this is a first "
                                      "visit for the condition: book an in-person visit (%s)",
@@ -611,7 +611,7 @@ int jk_ih_is_live(const char *status)
 }
 
 #define VISIT_COLS                                                                                 \
-    "id, patient_id, person, account_id, org, doctor, condition_code, basis, guardian, status,"   \
+    "id, patient_id, person, account_id, org, doctor, condition_code, basis, guardian, status,"    \
     " started_ms, ended_ms, end_reason, amount_fen"
 
 jk_rc jk_ih_visit_get(jk_conn *c, struct jk_arena *a, const char *id, struct jk_ih_visit *v)
@@ -676,9 +676,9 @@ static struct json_object *encounter_new(const struct jk_ih_call *k, const struc
     add_str(e, "resourceType", "Encounter");
     add_str(e, "id", id);
     if (!is_pending)
-        json_object_object_add(e, "extension",
-                               one(extension(JK_IH_BASIS_URL, "valueReference",
-                                             ref(k->a, basis, NULL))));
+        json_object_object_add(
+            e, "extension",
+            one(extension(JK_IH_BASIS_URL, "valueReference", ref(k->a, basis, NULL))));
     add_str(e, "status", is_pending ? "planned" : "in-progress");
     add_str(cls, "system", ACT_CODE);
     add_str(cls, "code", "VR");
@@ -771,9 +771,9 @@ jk_rc jk_ih_visit_open(jk_conn *c, const struct jk_ih_call *k, const struct jk_i
                                 .end_reason = "",
                                 .amount_fen = o->amount_fen};
     jk_stmt *s;
-    rc = q(c, sql, &s, NULL, "tttittttttii", out->id, out->patient_id, out->person,
-           out->account_id, out->org, out->doctor, out->condition_code, out->basis, out->guardian,
-           out->status, out->started_ms, out->amount_fen);
+    rc = q(c, sql, &s, NULL, "tttittttttii", out->id, out->patient_id, out->person, out->account_id,
+           out->org, out->doctor, out->condition_code, out->basis, out->guardian, out->status,
+           out->started_ms, out->amount_fen);
     if (s) jk_stmt_reset(s);
     return rc;
 }
@@ -788,9 +788,9 @@ static jk_rc set_status(jk_conn *c, const struct jk_ih_call *k, struct jk_ih_vis
                                   " WHERE id = ? AND status IN ('pending', 'open')";
     int is_end = from == NULL;
     jk_stmt *s;
-    jk_rc rc = is_end ? q(c, sql_end, &s, NULL, "titt", status, k->now_ms, reason ? reason : "",
-                          v->id)
-                      : q(c, sql_open, &s, NULL, "ttt", status, v->id, from);
+    jk_rc rc = is_end
+                   ? q(c, sql_end, &s, NULL, "titt", status, k->now_ms, reason ? reason : "", v->id)
+                   : q(c, sql_open, &s, NULL, "ttt", status, v->id, from);
     int64_t n = !rc ? jk_stmt_changes(s) : 0;
     if (s) jk_stmt_reset(s);
     if (rc) return rc;

@@ -89,9 +89,9 @@ struct jk_ih_visit {
     const char *org;        /* Organization id of the internet hospital (the doctor's) */
     const char *doctor;     /* PractitionerRole id */
     const char *condition_code;
-    const char *basis;    /* "Condition/x", "Encounter/x" or "DocumentReference/x" */
-    const char *guardian; /* "RelatedPerson/x", "Patient/x" or "" */
-    const char *status;   /* pending, open, finished, redirected */
+    const char *basis;            /* "Condition/x", "Encounter/x" or "DocumentReference/x" */
+    const char *guardian;         /* "RelatedPerson/x", "Patient/x" or "" */
+    const char *status;           /* pending, open, finished, redirected */
     int64_t started_ms, ended_ms; /* ended_ms 0 while not ended */
     const char *end_reason;
     int64_t amount_fen;
@@ -127,14 +127,14 @@ jk_rc jk_ih_attachment(const struct jk_ih_call *k, const char *what, int is_reco
 /* A request to open a visit. */
 struct jk_ih_open {
     /* in */
-    const char *patient_id;  /* the patient */
-    const char *doctor;      /* PractitionerRole id */
-    const char *system, *code, *display; /* the condition (system, display may be NULL) */
-    const char *basis;       /* a reference the patient names as the basis, or NULL */
-    const char *guardian;    /* "RelatedPerson/x" or "Patient/x", or NULL */
-    const char *requester;   /* the resident's own Patient id */
-    int is_ward;             /* patient is a ward of the requester (authz) */
-    const char *guardian_codes; /* access.guardian_relationships, space-separated */
+    const char *patient_id;                /* the patient */
+    const char *doctor;                    /* PractitionerRole id */
+    const char *system, *code, *display;   /* the condition (system, display may be NULL) */
+    const char *basis;                     /* a reference the patient names as the basis, or NULL */
+    const char *guardian;                  /* "RelatedPerson/x" or "Patient/x", or NULL */
+    const char *requester;                 /* the resident's own Patient id */
+    int is_ward;                           /* patient is a ward of the requester (authz) */
+    const char *guardian_codes;            /* access.guardian_relationships, space-separated */
     const struct jk_ih_attachment *record; /* an uploaded record, or NULL */
     int64_t account_id;
     /* out of jk_ih_gate */
