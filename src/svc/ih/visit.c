@@ -866,12 +866,15 @@ jk_rc jk_ih_end(jk_conn *c, const struct jk_ih_call *k, struct jk_ih_visit *v, i
 jk_rc jk_ih_post(jk_conn *c, const struct jk_ih_call *k, const struct jk_ih_visit *v,
                  const struct jk_ih_message *m, const char **id)
 {
-    static const char sql[] = "SELECT status FROM ih_visit WHERE id = ?";
+    /* A write to the visit's row, not a read: it waits for a concurrent end to commit and
+     * then sees it (PostgreSQL re-checks the row; SQLite has one writer), so no message lands
+     * after the end. */
+    static const char sql[] = "UPDATE ih_visit SET status = status WHERE id = ? AND status IN"
+                              " ('pending', 'open')";
     char t[32];
     jk_stmt *s;
-    int has_row = 0;
-    jk_rc rc = q(c, sql, &s, &has_row, "t", v->id);
-    int is_live = !rc && has_row && jk_ih_is_live(jk_stmt_col_text(s, 0, NULL));
+    jk_rc rc = q(c, sql, &s, NULL, "t", v->id);
+    int is_live = !rc && jk_stmt_changes(s) > 0;
     if (s) jk_stmt_reset(s);
     if (rc) return rc;
     if (!is_live)
