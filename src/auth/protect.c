@@ -465,8 +465,8 @@ jk_rc jk_protect_seal_secret(struct jk_arena *a, const char *context, const void
     return JK_OK;
 }
 
-jk_rc jk_protect_open_secret(struct jk_arena *a, const char *context, const char *sealed,
-                             void *out, size_t cap, size_t *out_len)
+jk_rc jk_protect_open_secret(struct jk_arena *a, const char *context, const char *sealed, void *out,
+                             size_t cap, size_t *out_len)
 {
     size_t n = strlen(sealed), blob_len = 0;
     unsigned char *blob = jk_arena_alloc(a, n);

@@ -64,8 +64,8 @@ jk_rc jk_protect_seal_secret(struct jk_arena *a, const char *context, const void
 /* Opens what jk_protect_seal_secret made, into out (cap bytes; the caller wipes it after
  * use). JK_EINVAL when it was changed, sealed under other keys or another context;
  * JK_ETOOBIG when it does not fit; JK_EINTERNAL before jk_protect_init. */
-jk_rc jk_protect_open_secret(struct jk_arena *a, const char *context, const char *sealed,
-                             void *out, size_t cap, size_t *out_len);
+jk_rc jk_protect_open_secret(struct jk_arena *a, const char *context, const char *sealed, void *out,
+                             size_t cap, size_t *out_len);
 
 /* Turns every marker in res back into its clear value, in place: a stored resource about to
  * be changed and sealed again (PATCH, $meta-add). JK_EINTERNAL, logged with the element but

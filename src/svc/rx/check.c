@@ -41,8 +41,8 @@ static const char *class_label(const char *klass, int is_en)
 }
 
 /* Adds a finding; its message is zh or en (already formatted) as the run's language says. */
-static jk_rc add(struct run *x, enum jk_rx_severity sev, const char *code, int item,
-                 const char *zh, const char *en)
+static jk_rc add(struct run *x, enum jk_rx_severity sev, const char *code, int item, const char *zh,
+                 const char *en)
 {
     if (x->n_out == x->max_out) return JK_OK; /* cannot happen: max_out covers every check */
     const char *msg = x->is_en ? en : zh;
@@ -65,10 +65,10 @@ static jk_rc check_count(struct run *x, size_t n)
 {
     int max = x->r->limits.max_items;
     if (n <= (size_t)max) return JK_OK;
-    return add(x, JK_RX_REFUSE, "rx.max_items", -1,
-               ZH("每张处方不得超过 %d 种药品（rx.max_items），本处方 %zu 种", max, n),
-               EN("a prescription holds at most %d drugs (rx.max_items); this one has %zu", max,
-                  n));
+    return add(
+        x, JK_RX_REFUSE, "rx.max_items", -1,
+        ZH("每张处方不得超过 %d 种药品（rx.max_items），本处方 %zu 种", max, n),
+        EN("a prescription holds at most %d drugs (rx.max_items); this one has %zu", max, n));
 }
 
 /* ---- one item ---- */
@@ -108,8 +108,8 @@ static jk_rc check_days(struct run *x, int i, const struct jk_rx_drug *d, int is
                       i + 1, d->name_en, class_label(d->klass, 1), l->max_days));
     if (!d->is_chronic)
         return add(x, JK_RX_REFUSE, "rx.max_days", i,
-                   ZH("第 %d 项：%s 不是慢性病长期用药，用量不得超过 %d 天（rx.max_days）",
-                      i + 1, d->name, l->max_days),
+                   ZH("第 %d 项：%s 不是慢性病长期用药，用量不得超过 %d 天（rx.max_days）", i + 1,
+                      d->name, l->max_days),
                    EN("item %d: %s is not a drug for a chronic disease: at most %d days "
                       "(rx.max_days)",
                       i + 1, d->name_en, l->max_days));
@@ -145,7 +145,8 @@ static jk_rc check_dose(struct run *x, int i, const struct jk_rx_drug *d)
                     "(dose.range)",
                     i + 1, it->dose, d->unit, d->name_en, d->dose_min, d->dose_max, d->unit));
     double daily = it->dose * it->times_per_day;
-    if (!rc && d->daily_max > 0 && daily > d->daily_max + 1e-9)
+    int is_in_range = it->dose >= d->dose_min && it->dose <= d->dose_max;
+    if (!rc && is_in_range && d->daily_max > 0 && daily > d->daily_max + 1e-9)
         rc = add(x, graded(x, JK_RX_DOSE_DAILY), "dose.daily", i,
                  ZH("第 %d 项：%s 每日 %g%s（%g%s × %d 次）超过每日最大量 %g%s（dose.daily）",
                     i + 1, d->name, daily, d->unit, it->dose, d->unit, it->times_per_day,
@@ -184,20 +185,20 @@ static jk_rc check_patient(struct run *x, int i, const struct jk_rx_drug *d)
         k++;
     if (k < p->n_allergies)
         rc = add(x, graded(x, JK_RX_ALLERGY), "allergy", i,
-                     ZH("第 %d 项：患者有 %s 过敏记录（AllergyIntolerance），不得使用 %s"
-                        "（allergy）",
-                        i + 1, p->allergies[k], d->name),
-                     EN("item %d: the patient has a recorded allergy to %s (AllergyIntolerance): "
-                        "not %s (allergy)",
-                        i + 1, p->allergies[k], d->name_en));
+                 ZH("第 %d 项：患者有 %s 过敏记录（AllergyIntolerance），不得使用 %s"
+                    "（allergy）",
+                    i + 1, p->allergies[k], d->name),
+                 EN("item %d: the patient has a recorded allergy to %s (AllergyIntolerance): "
+                    "not %s (allergy)",
+                    i + 1, p->allergies[k], d->name_en));
     int too_young = d->age_min_years >= 0 && p->age_years < d->age_min_years;
     int too_old = d->age_max_years >= 0 && p->age_years > d->age_max_years;
     if (!rc && p->age_years >= 0 && (too_young || too_old))
         rc = add(x, graded(x, JK_RX_AGE), "age", i,
-                 too_young ? ZH("第 %d 项：%s 限 %d 岁及以上使用，患者 %d 岁（age）", i + 1, d->name,
-                                d->age_min_years, p->age_years)
-                           : ZH("第 %d 项：%s 限 %d 岁及以下使用，患者 %d 岁（age）", i + 1, d->name,
-                                d->age_max_years, p->age_years),
+                 too_young ? ZH("第 %d 项：%s 限 %d 岁及以上使用，患者 %d 岁（age）", i + 1,
+                                d->name, d->age_min_years, p->age_years)
+                           : ZH("第 %d 项：%s 限 %d 岁及以下使用，患者 %d 岁（age）", i + 1,
+                                d->name, d->age_max_years, p->age_years),
                  too_young ? EN("item %d: %s is for patients of %d years or more; the patient is "
                                 "%d (age)",
                                 i + 1, d->name_en, d->age_min_years, p->age_years)
@@ -205,11 +206,11 @@ static jk_rc check_patient(struct run *x, int i, const struct jk_rx_drug *d)
                                 "%d (age)",
                                 i + 1, d->name_en, d->age_max_years, p->age_years));
     if (!rc && d->sex && p->sex && p->sex != d->sex)
-        rc = add(x, graded(x, JK_RX_SEX), "sex", i,
-                 ZH("第 %d 项：%s 限%s性患者使用（sex）", i + 1, d->name,
-                    d->sex == 'f' ? "女" : "男"),
-                 EN("item %d: %s is for %s patients only (sex)", i + 1, d->name_en,
-                    d->sex == 'f' ? "female" : "male"));
+        rc = add(
+            x, graded(x, JK_RX_SEX), "sex", i,
+            ZH("第 %d 项：%s 限%s性患者使用（sex）", i + 1, d->name, d->sex == 'f' ? "女" : "男"),
+            EN("item %d: %s is for %s patients only (sex)", i + 1, d->name_en,
+               d->sex == 'f' ? "female" : "male"));
     return rc;
 }
 
@@ -221,8 +222,8 @@ static jk_rc check_duplicate(struct run *x, int i, const struct jk_rx_drug *d)
         const struct jk_rx_drug *o = x->drugs[k];
         if (!o || strcmp(o->group, d->group)) continue;
         return add(x, graded(x, JK_RX_DUPLICATE), "duplicate", i,
-                   ZH("第 %d 项：%s 与第 %d 项 %s 同属 %s 类，重复用药（duplicate）", i + 1, d->name,
-                      k + 1, o->name, d->group),
+                   ZH("第 %d 项：%s 与第 %d 项 %s 同属 %s 类，重复用药（duplicate）", i + 1,
+                      d->name, k + 1, o->name, d->group),
                    EN("item %d: %s and item %d, %s, are both %s: duplicate therapy (duplicate)",
                       i + 1, d->name_en, k + 1, o->name_en, d->group));
     }
@@ -259,8 +260,8 @@ static jk_rc check_item(struct run *x, const char *org, int i, int is_long_term)
 }
 
 jk_rc jk_rx_check(const struct jk_rx_rules *r, const char *org, const struct jk_rx_item *items,
-                  size_t n, const struct jk_rx_patient *patient, const char *long_term,
-                  int is_en, struct jk_arena *a, struct jk_rx_finding **out, size_t *n_out)
+                  size_t n, const struct jk_rx_patient *patient, const char *long_term, int is_en,
+                  struct jk_arena *a, struct jk_rx_finding **out, size_t *n_out)
 {
     *out = NULL;
     *n_out = 0;

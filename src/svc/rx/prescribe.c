@@ -73,8 +73,7 @@ static const char *concept_code(struct json_object *o, const char *key)
 {
     struct json_object *cc, *codings;
     if (!json_object_object_get_ex(o, key, &cc) ||
-        !json_object_object_get_ex(cc, "coding", &codings) ||
-        !json_object_array_length(codings))
+        !json_object_object_get_ex(cc, "coding", &codings) || !json_object_array_length(codings))
         return NULL;
     return jk_json_str(json_object_array_get_idx(codings, 0), "code");
 }
@@ -247,7 +246,8 @@ static struct json_object *request_new(const struct jk_rx_new *x, size_t i,
                x->long_term && *x->long_term ? "continuous" : "acute", NULL));
     if (x->long_term && *x->long_term) {
         struct json_object *note = json_object_new_object();
-        add_s(note, "text", jk_arena_printf(a, "长期处方理由 / long-term reason: %s", x->long_term));
+        add_s(note, "text",
+              jk_arena_printf(a, "长期处方理由 / long-term reason: %s", x->long_term));
         json_object_object_add(m, "note", list_of(note));
     }
     json_object_object_add(m, "dosageInstruction", dosage(a, it, d));
@@ -271,9 +271,9 @@ static struct json_object *provenance_new(const struct jk_rx_new *x, const char 
         json_object_array_add(targets, ref(a, "MedicationRequest", x->request_ids[i]));
     json_object_object_add(p, "target", targets);
     add_s(p, "recorded", now);
-    json_object_object_add(p, "activity",
-                           coding("http://terminology.hl7.org/CodeSystem/v3-DataOperation",
-                                  "CREATE", "create"));
+    json_object_object_add(
+        p, "activity",
+        coding("http://terminology.hl7.org/CodeSystem/v3-DataOperation", "CREATE", "create"));
     json_object_object_add(
         agent, "type",
         coding("http://terminology.hl7.org/CodeSystem/provenance-participant-type", "author",
@@ -351,7 +351,8 @@ static jk_rc warnings_json(const struct jk_rx_new *x, const struct jk_rx_patient
         add_s(o, "messageEn", x->is_en ? f->message : other[i].message);
         json_object_array_add(arr, o);
     }
-    *out = jk_json_text(arr, x->a, NULL);
+    size_t len;
+    *out = jk_json_text(arr, x->a, &len);
     json_object_put(arr);
     return *out ? JK_OK : JK_ENOMEM;
 }
@@ -391,8 +392,8 @@ static jk_rc visit_still_open(jk_conn *c, const struct jk_rx_new *x)
     struct jk_rx_visit now;
     jk_rc rc = jk_rx_visit_get(c, x->a, x->visit->id, &now);
     if (rc == JK_ENOTFOUND || (!rc && strcmp(now.status, "open")))
-        return jk_diag_add_text(x->d, JK_ECONFLICT, "conflict", "visit",
-                                "问诊已结束，不能再开处方", "the visit has ended: no prescription");
+        return jk_diag_add_text(x->d, JK_ECONFLICT, "conflict", "visit", "问诊已结束，不能再开处方",
+                                "the visit has ended: no prescription");
     return rc;
 }
 
@@ -422,8 +423,8 @@ jk_rc jk_rx_create(jk_conn *c, struct jk_rx_new *x)
     jk_rc rc = visit_still_open(c, x);
     if (!rc) rc = jk_rx_patient_facts(c, x->rules, x->a, x->visit->patient_id, x->now_ms, &p);
     if (!rc)
-        rc = jk_rx_check(x->rules, x->visit->org, x->items, x->n, &p, x->long_term, x->is_en,
-                         x->a, &x->findings, &x->n_findings);
+        rc = jk_rx_check(x->rules, x->visit->org, x->items, x->n, &p, x->long_term, x->is_en, x->a,
+                         &x->findings, &x->n_findings);
     if (rc) return rc;
     if ((rc = refusals(x))) return rc;
     x->id = jk_fhir_new_id(x->a);

@@ -16,12 +16,11 @@
 #define MS_PER_MIN 60000LL
 
 static const char *const class_names[] = {
-    "ordinary", "antimicrobial", "narcotic",    "psychotropic-1",  "psychotropic-2",
-    "toxic",    "radioactive",   "precursor",   "special-storage", NULL};
+    "ordinary", "antimicrobial", "narcotic",  "psychotropic-1",  "psychotropic-2",
+    "toxic",    "radioactive",   "precursor", "special-storage", NULL};
 
-const char *const jk_rx_graded[JK_RX_N_GRADED] = {"dose.range", "dose.daily", "quantity",
-                                                  "duplicate",  "allergy",    "age",
-                                                  "sex"};
+const char *const jk_rx_graded[JK_RX_N_GRADED] = {
+    "dose.range", "dose.daily", "quantity", "duplicate", "allergy", "age", "sex"};
 
 struct ctx {
     const char *path;
@@ -50,7 +49,7 @@ static jk_rc read_classes(struct ctx *x, struct json_object *v, unsigned *out)
     for (size_t i = 0; i < json_object_array_length(v); i++) {
         struct json_object *e = json_object_array_get_idx(v, i);
         int k = class_index(json_object_is_type(e, json_type_string) ? json_object_get_string(e)
-                                                                       : NULL);
+                                                                     : NULL);
         if (k < 0)
             return jk_rules_fail(x->err, x->errlen, x->path, x->ptr,
                                  "'%s' is not a drug class (ordinary, antimicrobial, narcotic, "
@@ -64,8 +63,7 @@ static jk_rc read_classes(struct ctx *x, struct json_object *v, unsigned *out)
 
 static jk_rc read_severity(struct ctx *x, struct json_object *v, struct jk_rx_rules *r)
 {
-    if (!json_object_is_type(v, json_type_object) ||
-        json_object_object_length(v) != JK_RX_N_GRADED)
+    if (!json_object_is_type(v, json_type_object) || json_object_object_length(v) != JK_RX_N_GRADED)
         return fail(x, "must be an object of each of dose.range, dose.daily, quantity, "
                        "duplicate, allergy, age, sex: \"refuse\" or \"warn\"");
     for (int i = 0; i < JK_RX_N_GRADED; i++) {
@@ -101,8 +99,9 @@ static jk_rc rx_rule(struct ctx *x, int i, struct json_object *v, struct jk_rx_r
     switch (i) {
     case 0:
         return jk_rules_int(v, x->path, x->ptr, -720, 840, &l->utc_offset_min, x->err, x->errlen);
-    case 1: return jk_rules_int(v, x->path, x->ptr, 1, JK_RX_MAX_ITEMS, &l->max_items, x->err,
-                                x->errlen);
+    case 1:
+        return jk_rules_int(v, x->path, x->ptr, 1, JK_RX_MAX_ITEMS, &l->max_items, x->err,
+                            x->errlen);
     case 2: return jk_rules_int(v, x->path, x->ptr, 1, 366, &l->max_days, x->err, x->errlen);
     case 3:
         return jk_rules_int(v, x->path, x->ptr, 1, 366, &l->max_days_long_term, x->err, x->errlen);
@@ -125,8 +124,8 @@ static jk_rc load_rx(const char *path, struct jk_rx_rules *r, char *err, size_t 
     if (!rc) rc = jk_rules_known_keys(rules, rx_codes, path, "/rules", err, errlen);
     for (int i = 0; !rc && rx_codes[i]; i++) {
         if (!json_object_object_get_ex(rules, rx_codes[i], &rule))
-            rc = jk_rules_fail(err, errlen, path, "/rules", "the rule '%s' is missing",
-                               rx_codes[i]);
+            rc =
+                jk_rules_fail(err, errlen, path, "/rules", "the rule '%s' is missing", rx_codes[i]);
         else if (!(rc = jk_rules_rule(rule, path, rx_codes[i], x.ptr, sizeof x.ptr, &v, err,
                                       errlen)))
             rc = rx_rule(&x, i, v, r);
@@ -147,8 +146,8 @@ static jk_rc load_rx(const char *path, struct jk_rx_rules *r, char *err, size_t 
 /* ---- formulary.json ---- */
 
 static const char *const drug_keys[] = {
-    "code",        "name",        "nameEn",   "form",  "package", "unit",  "packageAmount",
-    "doseMin",     "doseMax",     "dailyMax", "class", "group",   "substance", "chronic",
+    "code",        "name",        "nameEn",   "form",     "package", "unit",      "packageAmount",
+    "doseMin",     "doseMax",     "dailyMax", "class",    "group",   "substance", "chronic",
     "ageMinYears", "ageMaxYears", "sex",      "priceFen", NULL};
 
 static int is_code(const char *s)
@@ -179,8 +178,8 @@ static jk_rc drug_str(struct ctx *x, struct jk_arena *a, struct json_object *o, 
 }
 
 /* Member key as a number from min to max (absent: dflt, or missing when dflt < 0). */
-static jk_rc drug_num(struct ctx *x, struct json_object *o, const char *key, double min,
-                      double max, double dflt, double *out)
+static jk_rc drug_num(struct ctx *x, struct json_object *o, const char *key, double min, double max,
+                      double dflt, double *out)
 {
     struct json_object *v;
     if (!json_object_object_get_ex(o, key, &v)) {
@@ -303,8 +302,8 @@ static jk_rc read_institutions(struct ctx *x, struct json_object *v, struct jk_r
         if (!o->org || !o->codes) return JK_ENOMEM;
         for (size_t i = 0; i < o->n_codes; i++) {
             struct json_object *e = json_object_array_get_idx(list, i);
-            const char *code = json_object_is_type(e, json_type_string) ? json_object_get_string(e)
-                                                                        : NULL;
+            const char *code =
+                json_object_is_type(e, json_type_string) ? json_object_get_string(e) : NULL;
             if (!drug_find(r, code))
                 return jk_rules_fail(x->err, x->errlen, x->path, x->ptr,
                                      "'%s' is not a drug of formulary.drugs", code ? code : "");
@@ -328,8 +327,8 @@ static jk_rc load_formulary(const char *path, struct jk_rx_rules *r, char *err, 
         if (!json_object_object_get_ex(rules, formulary_codes[i], &rule))
             rc = jk_rules_fail(err, errlen, path, "/rules", "the rule '%s' is missing",
                                formulary_codes[i]);
-        else if (!(rc = jk_rules_rule(rule, path, formulary_codes[i], x.ptr, sizeof x.ptr, &v,
-                                      err, errlen)))
+        else if (!(rc = jk_rules_rule(rule, path, formulary_codes[i], x.ptr, sizeof x.ptr, &v, err,
+                                      errlen)))
             rc = i == 0 ? read_drugs(&x, v, r) : read_institutions(&x, v, r);
     }
     json_object_put(root);
@@ -351,8 +350,8 @@ void jk_rx_rules_free(struct jk_rx_rules *r)
     free(r);
 }
 
-jk_rc jk_rx_rules_load(const char *rules_path, const char *formulary_path,
-                       struct jk_rx_rules **out, char *err, size_t errlen)
+jk_rc jk_rx_rules_load(const char *rules_path, const char *formulary_path, struct jk_rx_rules **out,
+                       char *err, size_t errlen)
 {
     struct jk_rx_rules *r = calloc(1, sizeof *r);
     *out = NULL;
@@ -360,9 +359,9 @@ jk_rc jk_rx_rules_load(const char *rules_path, const char *formulary_path,
         free(r);
         return JK_ENOMEM;
     }
-    jk_rc rc = load_rx(rules_path ? rules_path
-                                  : env_or("JIANKANG_PRESCRIPTION_RULES", "rules/prescription.json"),
-                       r, err, errlen);
+    jk_rc rc = load_rx(
+        rules_path ? rules_path : env_or("JIANKANG_PRESCRIPTION_RULES", "rules/prescription.json"),
+        r, err, errlen);
     if (!rc)
         rc = load_formulary(formulary_path ? formulary_path
                                            : env_or("JIANKANG_FORMULARY", "rules/formulary.json"),
@@ -403,8 +402,7 @@ const struct jk_rx_limits *jk_rx_limits(const struct jk_rx_rules *r)
     return &r->limits;
 }
 
-const struct jk_rx_drug *jk_rx_drug(const struct jk_rx_rules *r, const char *org,
-                                    const char *code)
+const struct jk_rx_drug *jk_rx_drug(const struct jk_rx_rules *r, const char *org, const char *code)
 {
     const struct jk_rx_drug *d = drug_find(r, code);
     if (!d) return NULL;
@@ -447,8 +445,8 @@ static int digits(const char *s, int n, int *out)
     return 1;
 }
 
-jk_rc jk_rx_age(const struct jk_rx_rules *r, const char *birth_date, int64_t now_ms,
-                int *age_years, int *age_days)
+jk_rc jk_rx_age(const struct jk_rx_rules *r, const char *birth_date, int64_t now_ms, int *age_years,
+                int *age_days)
 {
     size_t n = birth_date ? strlen(birth_date) : 0;
     int by, bm = 1, bd = 1, y, m, d;
@@ -458,8 +456,7 @@ jk_rc jk_rx_age(const struct jk_rx_rules *r, const char *birth_date, int64_t now
         bm > 12 || bd < 1 || bd > 31)
         return JK_EINVAL;
     int64_t birth = jk_time_days_from_civil(by, bm, bd);
-    int64_t today =
-        floor_div(now_ms + (int64_t)r->limits.utc_offset_min * MS_PER_MIN, MS_PER_DAY);
+    int64_t today = floor_div(now_ms + (int64_t)r->limits.utc_offset_min * MS_PER_MIN, MS_PER_DAY);
     jk_time_civil_from_days(today, &y, &m, &d);
     if (today < birth) return JK_EINVAL;
     *age_days = (int)(today - birth);

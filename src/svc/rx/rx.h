@@ -21,8 +21,8 @@ struct jk_rx_rules;
 
 /* Reads both files completely ($JIANKANG_PRESCRIPTION_RULES, $JIANKANG_FORMULARY, else
  * rules/...); "FILE: /pointer: problem" in err. Install once with jk_rx_start. */
-jk_rc jk_rx_rules_load(const char *rules_path, const char *formulary_path,
-                       struct jk_rx_rules **out, char *err, size_t errlen);
+jk_rc jk_rx_rules_load(const char *rules_path, const char *formulary_path, struct jk_rx_rules **out,
+                       char *err, size_t errlen);
 void jk_rx_rules_free(struct jk_rx_rules *r);
 jk_rc jk_rx_start(char *err, size_t errlen); /* loads the default paths, installs them */
 void jk_rx_stop(void);
@@ -30,15 +30,15 @@ const struct jk_rx_rules *jk_rx_rules(void);
 
 /* One drug of the formulary. */
 struct jk_rx_drug {
-    const char *code;    /* drug code (https://jiankang.example/fhir/sid/drug-code) */
-    const char *name;    /* generic name (通用名) */
-    const char *name_en; /* its English name, for messages in English */
-    const char *form;    /* dosage form: tablet, capsule, aerosol, ... */
-    const char *package; /* the package as sold: "5mg×28片" */
-    const char *unit;    /* dose unit: mg, μg, ml, IU, ... */
-    const char *klass;   /* ordinary, antimicrobial, narcotic, psychotropic-1, psychotropic-2,
-                          * toxic, radioactive, precursor, special-storage */
-    const char *group;   /* therapeutic group, for duplicate therapy (e.g. "ace-inhibitor") */
+    const char *code;          /* drug code (https://jiankang.example/fhir/sid/drug-code) */
+    const char *name;          /* generic name (通用名) */
+    const char *name_en;       /* its English name, for messages in English */
+    const char *form;          /* dosage form: tablet, capsule, aerosol, ... */
+    const char *package;       /* the package as sold: "5mg×28片" */
+    const char *unit;          /* dose unit: mg, μg, ml, IU, ... */
+    const char *klass;         /* ordinary, antimicrobial, narcotic, psychotropic-1, psychotropic-2,
+                                * toxic, radioactive, precursor, special-storage */
+    const char *group;         /* therapeutic group, for duplicate therapy (e.g. "ace-inhibitor") */
     const char *substance;     /* the allergen code an AllergyIntolerance names */
     double package_amount;     /* how much of unit one package holds (0: not counted) */
     double dose_min, dose_max; /* per administration, in unit */
@@ -51,12 +51,12 @@ struct jk_rx_drug {
 
 /* The numbers of rules/prescription.json the other parts of the flow need. */
 struct jk_rx_limits {
-    int utc_offset_min;         /* time.utc_offset_minutes */
-    int max_items;              /* rx.max_items */
-    int max_days;               /* rx.max_days */
-    int max_days_long_term;     /* rx.max_days_long_term */
-    int long_term_review_days;  /* rx.long_term_review_days */
-    int validity_days;          /* rx.validity_days: the issue day counts as the first */
+    int utc_offset_min;        /* time.utc_offset_minutes */
+    int max_items;             /* rx.max_items */
+    int max_days;              /* rx.max_days */
+    int max_days_long_term;    /* rx.max_days_long_term */
+    int long_term_review_days; /* rx.long_term_review_days */
+    int validity_days;         /* rx.validity_days: the issue day counts as the first */
 };
 const struct jk_rx_limits *jk_rx_limits(const struct jk_rx_rules *r);
 
@@ -66,13 +66,12 @@ int64_t jk_rx_valid_until(const struct jk_rx_rules *r, int64_t issued_ms);
 
 /* The patient's age on now_ms (local day) from a FHIR birthDate (YYYY, YYYY-MM or
  * YYYY-MM-DD; a partial date counts from its first day): JK_EINVAL when it is not one. */
-jk_rc jk_rx_age(const struct jk_rx_rules *r, const char *birth_date, int64_t now_ms,
-                int *age_years, int *age_days);
+jk_rc jk_rx_age(const struct jk_rx_rules *r, const char *birth_date, int64_t now_ms, int *age_years,
+                int *age_days);
 
 /* The drug code in the formulary of organisation org (an Organization id; the rules may give
  * an institution its own list), or NULL. */
-const struct jk_rx_drug *jk_rx_drug(const struct jk_rx_rules *r, const char *org,
-                                    const char *code);
+const struct jk_rx_drug *jk_rx_drug(const struct jk_rx_rules *r, const char *org, const char *code);
 
 /* ---- a prescription and its checks ---- */
 
@@ -80,16 +79,16 @@ const struct jk_rx_drug *jk_rx_drug(const struct jk_rx_rules *r, const char *org
 
 struct jk_rx_item {
     const char *drug_code;
-    double dose;         /* per administration, in the drug's unit */
-    int times_per_day;   /* frequency */
-    int days;            /* supply */
-    int quantity;        /* packages */
-    const char *route;   /* "oral", ... (may be NULL) */
+    double dose;       /* per administration, in the drug's unit */
+    int times_per_day; /* frequency */
+    int days;          /* supply */
+    int quantity;      /* packages */
+    const char *route; /* "oral", ... (may be NULL) */
 };
 
 struct jk_rx_patient {
-    int age_years, age_days; /* at now; age_years -1 when unknown (no age checks) */
-    char sex;                /* 'f', 'm' or 0 when unknown */
+    int age_years, age_days;      /* at now; age_years -1 when unknown (no age checks) */
+    char sex;                     /* 'f', 'm' or 0 when unknown */
     const char *const *allergies; /* substance codes of the patient's active AllergyIntolerances */
     size_t n_allergies;
     const char *const *active_drugs; /* drug codes of their active MedicationRequests */
@@ -100,19 +99,19 @@ enum jk_rx_severity { JK_RX_WARN, JK_RX_REFUSE };
 
 struct jk_rx_finding {
     enum jk_rx_severity severity;
-    const char *code;  /* stable: "rx.max_items", "rx.max_days", "rx.max_days_long_term",
-                        * "rx.long_term_review_days", "rx.long_term_excluded_classes",
-                        * "rx.online_forbidden_classes", "dose.range", "dose.daily",
-                        * "quantity", "duplicate", "allergy", "age", "sex", "formulary" */
-    int item;          /* the item (0-based), or -1 for the whole prescription */
+    const char *code;    /* stable: "rx.max_items", "rx.max_days", "rx.max_days_long_term",
+                          * "rx.long_term_review_days", "rx.long_term_excluded_classes",
+                          * "rx.online_forbidden_classes", "dose.range", "dose.daily",
+                          * "quantity", "duplicate", "allergy", "age", "sex", "formulary" */
+    int item;            /* the item (0-based), or -1 for the whole prescription */
     const char *message; /* Chinese or English (is_en), naming the rule */
 };
 
 /* Checks n items for org's formulary and patient under r; long_term: the doctor's reason for a
  * long-term prescription of a chronic condition (NULL: none). Findings into *out (arena). */
 jk_rc jk_rx_check(const struct jk_rx_rules *r, const char *org, const struct jk_rx_item *items,
-                  size_t n, const struct jk_rx_patient *patient, const char *long_term,
-                  int is_en, struct jk_arena *a, struct jk_rx_finding **out, size_t *n_out);
+                  size_t n, const struct jk_rx_patient *patient, const char *long_term, int is_en,
+                  struct jk_arena *a, struct jk_rx_finding **out, size_t *n_out);
 
 /* ---- canonical form and signatures ---- */
 
@@ -131,7 +130,6 @@ jk_rc jk_rx_sign(jk_conn *c, const char *practitioner, const char *text, size_t 
  * is malformed), JK_ENOTFOUND (no key for practitioner). A read. */
 jk_rc jk_rx_verify(jk_conn *c, const char *practitioner, const char *text, size_t len,
                    const char *signature_b64);
-
 
 /* ---- a prescription made, and checked later (src/svc/rx/prescribe.c) ---- */
 

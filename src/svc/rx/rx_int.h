@@ -6,8 +6,15 @@
 
 /* The clinical findings whose severity rx.severity sets, in this order. */
 #define JK_RX_N_GRADED 7
-enum { JK_RX_DOSE_RANGE, JK_RX_DOSE_DAILY, JK_RX_QUANTITY, JK_RX_DUPLICATE, JK_RX_ALLERGY,
-       JK_RX_AGE, JK_RX_SEX };
+enum {
+    JK_RX_DOSE_RANGE,
+    JK_RX_DOSE_DAILY,
+    JK_RX_QUANTITY,
+    JK_RX_DUPLICATE,
+    JK_RX_ALLERGY,
+    JK_RX_AGE,
+    JK_RX_SEX
+};
 extern const char *const jk_rx_graded[JK_RX_N_GRADED];
 
 struct jk_rx_org {

@@ -172,8 +172,7 @@ static jk_rc key_open(struct jk_arena *a, const char *practitioner, const char *
 {
     char pem[JK_SM2_PEM_MAX];
     size_t n = 0;
-    jk_rc rc = jk_protect_open_secret(a, context_of(a, practitioner), sealed, pem, sizeof pem,
-                                      &n);
+    jk_rc rc = jk_protect_open_secret(a, context_of(a, practitioner), sealed, pem, sizeof pem, &n);
     if (!rc) rc = jk_sm2_from_pem(pem, n, out);
     sodium_memzero(pem, sizeof pem);
     if (!rc && !jk_sm2_is_private(*out)) {
