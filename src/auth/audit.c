@@ -85,6 +85,10 @@ static const struct action {
     {"schedule-generate", "E", ET_REST, SUB_LOCAL, "schedule-generate",
      "schedule: slots generated"},
     {"booking-stats", "E", ET_REST, SUB_LOCAL, "booking-stats", "booking statistics read"},
+    /* prescribing (docs/internals/rx.md) */
+    {"rx-check", "E", ET_REST, SUB_LOCAL, "rx-check", "prescription: checked"},
+    {"rx-prescribe", "C", ET_REST, SUB_LOCAL, "rx-prescribe", "prescription: made and signed"},
+    {"rx-verify", "E", ET_REST, SUB_LOCAL, "rx-verify", "prescription: signature checked"},
 };
 
 /* Actions whose reason field is a detail (why a login failed, what an administrator changed)

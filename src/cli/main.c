@@ -30,6 +30,7 @@
 #include "notify/wechat.h"
 #include "svc/booking/booking.h"
 #include "svc/booking/schedule.h"
+#include "svc/rx/rx.h"
 
 static const char usage_main[] =
     "usage: jiankang COMMAND [OPTIONS]\n"
@@ -362,6 +363,7 @@ static int cmd_serve(struct cli *cli)
     if (jk_security_rules_load(jk_security_rules_path(), &sec, err, sizeof err) ||
         jk_sms_init(cfg->sms, err, sizeof err) || notify_start(cfg, db, err, sizeof err) ||
         jk_bk_start(NULL, err, sizeof err) || jk_bk_sweeper_start(db) ||
+        jk_rx_start(err, sizeof err) || /* the prescription rules and the formulary */
         jk_api_resident_init(keys, err, sizeof err) || jk_api_card_init(keys, err, sizeof err))
         fprintf(stderr, "jiankang: %s\n", err);
     else if (!jk_api_auth_init(&sec) && !jk_api_audit_init(keys) &&
@@ -375,6 +377,7 @@ static int cmd_serve(struct cli *cli)
         jk_audit_ticker_stop(ticker);
         jk_keys_free(keys);
         jk_bk_stop();
+        jk_rx_stop();
         jk_store_close(db);
         return status;
     }
@@ -414,6 +417,7 @@ static int cmd_serve(struct cli *cli)
     if (jk_audit_ticker_stop(ticker)) status = 1; /* the last records signed, or say so */
     jk_keys_free(keys);
     jk_bk_stop();
+    jk_rx_stop();
     jk_store_close(db);
     if (!status) jk_log_info("main", "stopped cleanly");
     return status;
