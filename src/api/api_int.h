@@ -207,5 +207,15 @@ jk_rc jk_api_booking_stats(struct jk_http_req *rq);
 jk_rc jk_api_rx_check(struct jk_http_req *rq);
 jk_rc jk_api_rx_prescribe(struct jk_http_req *rq);
 jk_rc jk_api_rx_verify(struct jk_http_req *rq);
+/* ih_api.c: online follow-up visits of the internet hospital (docs/internals/rx.md); rules
+ * installed by jk_ih_start, the video adapter by jk_ih_video_init */
+jk_rc jk_api_ih_open(struct jk_http_req *rq);
+jk_rc jk_api_ih_list(struct jk_http_req *rq);
+jk_rc jk_api_ih_get(struct jk_http_req *rq);
+jk_rc jk_api_ih_confirm(struct jk_http_req *rq);
+jk_rc jk_api_ih_post(struct jk_http_req *rq);
+jk_rc jk_api_ih_messages(struct jk_http_req *rq);
+jk_rc jk_api_ih_video(struct jk_http_req *rq);
+jk_rc jk_api_ih_end(struct jk_http_req *rq);
 
 #endif

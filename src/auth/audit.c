@@ -89,6 +89,13 @@ static const struct action {
     {"rx-check", "E", ET_REST, SUB_LOCAL, "rx-check", "prescription: checked"},
     {"rx-prescribe", "C", ET_REST, SUB_LOCAL, "rx-prescribe", "prescription: made and signed"},
     {"rx-verify", "E", ET_REST, SUB_LOCAL, "rx-verify", "prescription: signature checked"},
+    /* online follow-up visits of the internet hospital (docs/internals/rx.md) */
+    {"ih-visit-open", "C", ET_REST, SUB_LOCAL, "ih-visit-open", "online visit: opened"},
+    {"ih-visit-confirm", "U", ET_REST, SUB_LOCAL, "ih-visit-confirm",
+     "online visit: uploaded record confirmed"},
+    {"ih-message", "C", ET_REST, SUB_LOCAL, "ih-message", "online visit: message sent"},
+    {"ih-video", "C", ET_REST, SUB_LOCAL, "ih-video", "online visit: video room opened"},
+    {"ih-visit-end", "U", ET_REST, SUB_LOCAL, "ih-visit-end", "online visit: ended"},
 };
 
 /* Actions whose reason field is a detail (why a login failed, what an administrator changed)
