@@ -679,7 +679,7 @@ static void patient_and_visit(struct fx *f)
            "\"subject\":{\"reference\":\"Patient/rx-pat-1\"}}");
     sql(f, "INSERT INTO ih_visit (id, patient_id, person, account_id, org, doctor, "
            "condition_code, basis, status, started_ms) VALUES ('rx-visit-1', 'rx-pat-1', "
-           "'P-rx-1', 1, 'hosp-fz-1', 'PractitionerRole/prac-1-role', 'I10', "
+           "'P-rx-1', 1, 'hosp-fz-1', 'prac-1-role', 'I10', "
            "'Condition/c-1', 'open', 0)");
     sql(f, "INSERT INTO ih_visit (id, patient_id, person, account_id, org, doctor, "
            "condition_code, basis, status, started_ms) VALUES ('rx-visit-2', 'rx-pat-1', "

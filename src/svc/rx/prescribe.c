@@ -41,6 +41,10 @@ jk_rc jk_rx_visit_get(jk_conn *c, struct jk_arena *a, const char *id, struct jk_
         *out = (struct jk_rx_visit){col(a, s, 0), col(a, s, 1), col(a, s, 2),
                                     col(a, s, 3), col(a, s, 4), col(a, s, 5)};
         if (!out->status) rc = JK_ENOMEM;
+        /* the visits keep the PractitionerRole's id; a prescription names it as a reference */
+        if (!rc && strncmp(out->doctor, "PractitionerRole/", 17) &&
+            !(out->doctor = jk_arena_printf(a, "PractitionerRole/%s", out->doctor)))
+            rc = JK_ENOMEM;
     }
     if (s) jk_stmt_reset(s);
     return rc;
