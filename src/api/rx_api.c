@@ -300,7 +300,8 @@ static jk_rc create_finish(struct jk_http_req *rq)
     struct job *j = rq->state;
     char until[32];
     if (j->rc) return j->rc;
-    jk_authz_touch(); /* new MedicationRequests of the patient */
+    /* No cached view is made again: a MedicationRequest makes no treatment relationship
+     * (access.treatment_relationships), and its holder is checked at each decision. */
     jk_conn *c = jk_store_conn(jk_api_app(rq)->db);
     if (!c) return JK_EDB;
     struct json_object *o = json_object_new_object(), *reqs = json_object_new_array();

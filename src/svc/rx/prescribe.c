@@ -82,11 +82,17 @@ static const char *concept_code(struct json_object *o, const char *key)
     return jk_json_str(json_object_array_get_idx(codings, 0), "code");
 }
 
-/* The current resources of type whose patient parameter names Patient patient_id. */
-static const char sql_of_patient[] =
+/* The current AllergyIntolerances of Patient patient_id; the active MedicationRequests (their
+ * status from the index: a patient's drafts and completed requests are not read). */
+static const char sql_allergies[] =
     "SELECT v.body FROM idx_reference x JOIN resource_version v ON v.type = x.type AND v.id = x.id"
     " AND v.is_current = 1 AND v.deleted = 0 WHERE x.type = ? AND x.param = 'patient' AND"
     " x.target_type = 'Patient' AND x.target_id = ? LIMIT 500";
+static const char sql_active[] =
+    "SELECT v.body FROM idx_reference x JOIN idx_token t ON t.type = x.type AND t.id = x.id AND"
+    " t.param = 'status' AND t.code = 'active' JOIN resource_version v ON v.type = x.type AND"
+    " v.id = x.id AND v.is_current = 1 AND v.deleted = 0 WHERE x.type = ? AND x.param ="
+    " 'patient' AND x.target_type = 'Patient' AND x.target_id = ? LIMIT 500";
 
 static jk_rc read_facts(jk_conn *c, struct jk_arena *a, const char *type, const char *patient_id,
                         const char **list, size_t *n)
@@ -94,7 +100,7 @@ static jk_rc read_facts(jk_conn *c, struct jk_arena *a, const char *type, const 
     jk_stmt *s;
     int has_row = 0;
     int is_allergy = !strcmp(type, "AllergyIntolerance");
-    jk_rc rc = jk_conn_prepare(c, sql_of_patient, &s);
+    jk_rc rc = jk_conn_prepare(c, is_allergy ? sql_allergies : sql_active, &s);
     if (!rc) rc = jk_stmt_text_arg(s, 1, type, strlen(type));
     if (!rc) rc = jk_stmt_text_arg(s, 2, patient_id, strlen(patient_id));
     if (!rc) rc = jk_stmt_step(s, &has_row);
