@@ -85,6 +85,10 @@ static const struct action {
     {"schedule-generate", "E", ET_REST, SUB_LOCAL, "schedule-generate",
      "schedule: slots generated"},
     {"booking-stats", "E", ET_REST, SUB_LOCAL, "booking-stats", "booking statistics read"},
+    /* prescribing (docs/internals/rx.md) */
+    {"rx-check", "E", ET_REST, SUB_LOCAL, "rx-check", "prescription: checked"},
+    {"rx-prescribe", "C", ET_REST, SUB_LOCAL, "rx-prescribe", "prescription: made and signed"},
+    {"rx-verify", "E", ET_REST, SUB_LOCAL, "rx-verify", "prescription: signature checked"},
     /* online follow-up visits of the internet hospital (docs/internals/rx.md) */
     {"ih-visit-open", "C", ET_REST, SUB_LOCAL, "ih-visit-open", "online visit: opened"},
     {"ih-visit-confirm", "U", ET_REST, SUB_LOCAL, "ih-visit-confirm",

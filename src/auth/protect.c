@@ -446,6 +446,38 @@ jk_rc jk_protect_seal_value(struct jk_arena *a, const char *domain, const char *
     return *marker ? JK_OK : JK_ENOMEM;
 }
 
+/* ---- secrets kept outside resources ---- */
+
+jk_rc jk_protect_seal_secret(struct jk_arena *a, const char *context, const void *p, size_t n,
+                             const char **out)
+{
+    size_t cap = n + JK_SEAL_OVERHEAD, blob_len = 0;
+    unsigned char *blob = jk_arena_alloc(a, cap);
+    char *text = jk_arena_alloc(a, sodium_base64_ENCODED_LEN(cap, sodium_base64_VARIANT_ORIGINAL));
+    *out = NULL;
+    if (!st.is_ready) return JK_EINTERNAL;
+    if (!blob || !text) return JK_ENOMEM;
+    jk_rc rc = jk_crypto_seal(st.keys, context, strlen(context), p, n, blob, cap, &blob_len);
+    if (rc) return rc;
+    sodium_bin2base64(text, sodium_base64_ENCODED_LEN(cap, sodium_base64_VARIANT_ORIGINAL), blob,
+                      blob_len, sodium_base64_VARIANT_ORIGINAL);
+    *out = text;
+    return JK_OK;
+}
+
+jk_rc jk_protect_open_secret(struct jk_arena *a, const char *context, const char *sealed, void *out,
+                             size_t cap, size_t *out_len)
+{
+    size_t n = strlen(sealed), blob_len = 0;
+    unsigned char *blob = jk_arena_alloc(a, n);
+    if (!st.is_ready) return JK_EINTERNAL;
+    if (!blob) return JK_ENOMEM;
+    if (sodium_base642bin(blob, n, sealed, n, NULL, &blob_len, NULL,
+                          sodium_base64_VARIANT_ORIGINAL))
+        return JK_EINVAL;
+    return jk_crypto_open(st.keys, context, strlen(context), blob, blob_len, out, cap, out_len);
+}
+
 /* ---- walking a resource ---- */
 
 struct walk {

@@ -55,6 +55,18 @@ jk_rc jk_protect_seal(struct json_object *res, struct jk_diag *d);
 jk_rc jk_protect_seal_value(struct jk_arena *a, const char *domain, const char *value,
                             const char **marker);
 
+/* Seals a secret kept outside any resource (a doctor's signing key) under the platform keys,
+ * bound to context (the table and row it is stored in, which must be given again to open
+ * it): base64 text in a. JK_EINTERNAL before jk_protect_init. */
+jk_rc jk_protect_seal_secret(struct jk_arena *a, const char *context, const void *p, size_t n,
+                             const char **out);
+
+/* Opens what jk_protect_seal_secret made, into out (cap bytes; the caller wipes it after
+ * use). JK_EINVAL when it was changed, sealed under other keys or another context;
+ * JK_ETOOBIG when it does not fit; JK_EINTERNAL before jk_protect_init. */
+jk_rc jk_protect_open_secret(struct jk_arena *a, const char *context, const char *sealed, void *out,
+                             size_t cap, size_t *out_len);
+
 /* Turns every marker in res back into its clear value, in place: a stored resource about to
  * be changed and sealed again (PATCH, $meta-add). JK_EINTERNAL, logged with the element but
  * not the value, when a marker does not open (changed in the database, or other keys). */

@@ -30,6 +30,7 @@
 #include "notify/wechat.h"
 #include "svc/booking/booking.h"
 #include "svc/booking/schedule.h"
+#include "svc/rx/rx.h"
 #include "svc/ih/video.h"
 #include "svc/ih/visit.h"
 
@@ -399,6 +400,7 @@ static int cmd_serve(struct cli *cli)
     if (jk_security_rules_load(jk_security_rules_path(), &sec, err, sizeof err) ||
         jk_sms_init(cfg->sms, err, sizeof err) || notify_start(cfg, db, err, sizeof err) ||
         jk_bk_start(NULL, err, sizeof err) || jk_bk_sweeper_start(db) ||
+        jk_rx_start(err, sizeof err) || /* the prescription rules and the formulary */
         jk_ih_start(NULL, err, sizeof err) || jk_ih_video_init(cfg->video, err, sizeof err) ||
         jk_api_resident_init(keys, err, sizeof err) || jk_api_card_init(keys, err, sizeof err))
         fprintf(stderr, "jiankang: %s\n", err);
@@ -413,6 +415,7 @@ static int cmd_serve(struct cli *cli)
         jk_audit_ticker_stop(ticker);
         jk_keys_free(keys);
         jk_bk_stop();
+        jk_rx_stop();
         jk_ih_stop();
         jk_store_close(db);
         return status;
@@ -453,6 +456,7 @@ static int cmd_serve(struct cli *cli)
     if (jk_audit_ticker_stop(ticker)) status = 1; /* the last records signed, or say so */
     jk_keys_free(keys);
     jk_bk_stop();
+    jk_rx_stop();
     jk_ih_stop();
     jk_store_close(db);
     if (!status) jk_log_info("main", "stopped cleanly");

@@ -412,6 +412,11 @@ jk_rc jk_sm2_public_pem(const jk_sm2 *k, char *out, size_t cap)
     return sm2_pem(k, 0, out, cap);
 }
 
+jk_rc jk_sm2_private_pem(const jk_sm2 *k, char *out, size_t cap)
+{
+    return k->is_private ? sm2_pem(k, 1, out, cap) : JK_EINVAL;
+}
+
 jk_rc jk_sm2_sign(const jk_sm2 *k, const void *p, size_t n, unsigned char *sig, size_t cap,
                   size_t *siglen)
 {

@@ -130,6 +130,11 @@ int jk_sm2_is_private(const jk_sm2 *k);
 /* Writes the public key as PEM ("-----BEGIN PUBLIC KEY-----") and a NUL into out. */
 jk_rc jk_sm2_public_pem(const jk_sm2 *k, char *out, size_t cap);
 
+/* Writes the private key as PEM (PKCS#8 "-----BEGIN PRIVATE KEY-----") and a NUL into out,
+ * to be sealed before it is stored; the caller wipes out after use. JK_EINVAL when k is
+ * public only. */
+jk_rc jk_sm2_private_pem(const jk_sm2 *k, char *out, size_t cap);
+
 /* Signs p[0..n) (SM2 with SM3 and the default distinguishing ID "1234567812345678") into
  * sig, a DER signature of at most JK_SM2_SIG_MAX bytes. JK_EINVAL when k is public only. */
 jk_rc jk_sm2_sign(const jk_sm2 *k, const void *p, size_t n, unsigned char *sig, size_t cap,

@@ -384,3 +384,21 @@ def test_audit_trail(t):
                         ("ih-visit-end", v["id"])):
         expect(any(a == action and (rid is None or r == rid) and o == "success"
                    for a, r, o in acts), "%s recorded: %s" % (action, short(str(acts), 800)))
+
+
+def test_visit_record_changes_only_through_the_visit(t):
+    e = env_of(t)
+    v = e.open().json
+    enc = e.call("GET", "%s/Encounter/%s" % (FHIR, v["id"]), "demo-doctor").json
+    r = e.call("PUT", "%s/Encounter/%s" % (FHIR, v["id"]), "demo-doctor",
+               dict(enc, status="finished"))
+    expect_status(r, 422, "a plain update of the visit's Encounter")
+    expect("/api/ih/visits" in r.json["issue"][0]["diagnostics"], "says how")
+    msg = e.call("POST", "/api/ih/visits/%s/messages" % v["id"], "demo-resident",
+                 {"text": "血压还是偏高"})
+    expect_status(msg, 201, "a message")
+    cid = msg.json["id"] if "id" in msg.json else msg.json["communication"].split("/")[-1]
+    r = e.call("DELETE", "%s/Communication/%s" % (FHIR, cid), "demo-doctor")
+    expect_status(r, 422, "deleting a message of the visit")
+    again = e.call("GET", "%s/Encounter/%s" % (FHIR, v["id"]), "demo-doctor").json
+    expect_eq(again["status"], "in-progress", "unchanged")

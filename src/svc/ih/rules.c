@@ -10,6 +10,7 @@
 #include "core/rules.h"
 #include "core/time.h"
 #include "fhir/json.h"
+#include "fhir/rest.h"
 #include "svc/ih/visit.h"
 
 #define MS_PER_MIN 60000LL
@@ -230,6 +231,8 @@ jk_rc jk_ih_start(const char *path, char *err, size_t errlen)
     if (rc) return rc;
     jk_ih_rules_free(installed);
     installed = r;
+    jk_fhir_set_owner("Encounter", jk_ih_owned);
+    jk_fhir_set_owner("Communication", jk_ih_owned);
     return JK_OK;
 }
 

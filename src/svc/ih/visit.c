@@ -942,3 +942,37 @@ jk_rc jk_ih_messages(jk_conn *c, struct jk_arena *a, const char *id, struct json
     }
     return rc;
 }
+
+jk_rc jk_ih_owned(jk_conn *c, const char *type, const char *id, int *is_owned, const char **how)
+{
+    static const char sql[] = "SELECT 1 FROM ih_visit WHERE id = ?";
+    const char *visit = id;
+    struct jk_arena *a = NULL;
+    *is_owned = 0;
+    *how = "is part of an online visit's record: it changes only through /api/ih/visits";
+    if (!strcmp(type, "Communication")) { /* a message: whose visit? */
+        struct jk_res r;
+        struct json_object *o = NULL, *enc;
+        if (!(a = jk_arena_new(0))) return JK_ENOMEM;
+        jk_rc rc = jk_res_read(c, a, type, id, &r);
+        const char *ref = NULL;
+        if (!rc && (o = json_tokener_parse(r.body)) &&
+            json_object_object_get_ex(o, "encounter", &enc))
+            ref = jk_json_str(enc, "reference");
+        visit = ref ? jk_arena_strdup(a, strncmp(ref, "Encounter/", 10) ? ref : ref + 10) : NULL;
+        json_object_put(o);
+        if (rc && rc != JK_ENOTFOUND && rc != JK_EGONE) {
+            jk_arena_free(a);
+            return rc;
+        }
+    }
+    jk_stmt *s = NULL;
+    int has_row = 0;
+    jk_rc rc = visit ? jk_conn_prepare(c, sql, &s) : JK_OK;
+    if (!rc && visit) rc = jk_stmt_text_arg(s, 1, visit, strlen(visit));
+    if (!rc && visit) rc = jk_stmt_step(s, &has_row);
+    if (s) jk_stmt_reset(s);
+    *is_owned = has_row;
+    jk_arena_free(a);
+    return rc;
+}

@@ -53,6 +53,11 @@ jk_rc jk_ih_start(const char *path, char *err, size_t errlen);
 void jk_ih_stop(void);
 const struct jk_ih_rules *jk_ih_rules(void);
 
+/* Whether Encounter or Communication type/id belongs to an online visit (jk_fhir_owned_fn):
+ * registered by jk_ih_start, so that a plain FHIR update or delete cannot change the record
+ * of a visit. */
+jk_rc jk_ih_owned(jk_conn *c, const char *type, const char *id, int *is_owned, const char **how);
+
 /* The policy of organisation org (an Organization id or reference; NULL: the defaults). */
 void jk_ih_policy(const struct jk_ih_rules *r, const char *org, struct jk_ih_policy *out);
 
