@@ -22,6 +22,10 @@ export const DEMO = {
   resident: { username: "demo-resident", password: "Jiankang-Resident-2025", name: "王小明", patient: "pat-1" },
   doctor: { username: "demo-doctor", password: "Jiankang-Doctor-2025" },
   nurse: { username: "demo-nurse", password: "Jiankang-Nurse-2025" },
+  // a pharmacist of 福州市第一医院 who reviews its online prescriptions, and one of the pharmacy
+  // 福州市鼓楼区健康大药房 who redeems codes, dispenses and delivers
+  reviewer: { username: "demo-rx-reviewer", password: "Jiankang-Reviewer-2025" },
+  pharmacy: { username: "demo-pharmacy", password: "Jiankang-Pharmacy-2025" },
   platformAdmin: { username: "demo-platform-admin", password: "Jiankang-PlatformAdmin-2025",
     totpSecret: "JIANKANGDEMOPLATFORMADMIN2345672" },
   institutionAdmin: { username: "demo-institution-admin", password: "Jiankang-InstAdmin-2025",
