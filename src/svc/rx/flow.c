@@ -724,7 +724,8 @@ static const char *history_add(const struct jk_rx_call *k, const char *history, 
     if (carrier && *carrier) add_str(e, "carrier", carrier);
     if (waybill && *waybill) add_str(e, "waybill", waybill);
     json_object_array_add(h, e);
-    const char *t = jk_json_text(h, k->a, NULL);
+    size_t n;
+    const char *t = jk_json_text(h, k->a, &n);
     json_object_put(h);
     return t;
 }
@@ -734,7 +735,7 @@ jk_rc jk_rx_flow_choose(jk_conn *c, const struct jk_rx_call *k, const char *id,
                         struct jk_rx_presc *out)
 {
     static const char sql[] = "UPDATE rx_prescription SET pharmacy = ?, delivery = ?,"
-                              " presented_ms = NULLIF(?, 0) WHERE id = ? AND status ="
+                              " presented_ms = NULLIF(CAST(? AS BIGINT), 0) WHERE id = ? AND status ="
                               " 'approved' AND"
                               " presented_ms IS NULL";
     static const char del_sql[] = "DELETE FROM rx_delivery WHERE prescription_id = ?";
@@ -1116,7 +1117,8 @@ jk_rc jk_rx_flow_summarize(jk_conn *c, const struct jk_rx_call *k, const char *i
         json_object_array_add(items, item_of(rs.res[i]));
     json_object_object_add(sum, "items", items);
     requests_put(&rs);
-    const char *text = jk_json_text(sum, k->a, NULL);
+    size_t n;
+    const char *text = jk_json_text(sum, k->a, &n);
     json_object_put(sum);
     return text ? exec(c, sql, NULL, "tt", text, id) : JK_ENOMEM;
 }
@@ -1131,17 +1133,17 @@ static jk_rc queue_one(jk_conn *c, struct jk_arena *a, const char *org, int is_n
 {
     static const char asc_sql[] =
         "SELECT " PRESC_COLS " FROM rx_prescription WHERE org = ? AND status = 'pending' AND"
-        " (created_ms, id) > (?, ?) ORDER BY created_ms, id LIMIT ?";
+        " (created_ms, id) > (CAST(? AS BIGINT), ?) ORDER BY created_ms, id LIMIT ?";
     static const char desc_sql[] =
         "SELECT " PRESC_COLS " FROM rx_prescription WHERE org = ? AND status = 'pending' AND"
-        " (created_ms, id) < (?, ?) ORDER BY created_ms DESC, id DESC"
+        " (created_ms, id) < (CAST(? AS BIGINT), ?) ORDER BY created_ms DESC, id DESC"
         " LIMIT ?";
     static const char count_sql[] =
         "SELECT count(*) FROM rx_prescription WHERE org = ? AND status = 'pending'";
     jk_stmt *s;
     int has_row = 0;
     if (!after_id) {
-        after_ms = is_newest ? INT64_MAX : INT64_MIN;
+        after_ms = is_newest ? (int64_t)1 << 62 : -1; /* before or after every time */
         after_id = "";
     }
     jk_rc rc = q(c, is_newest ? desc_sql : asc_sql, &s, &has_row, "titi", org, after_ms, after_id,
