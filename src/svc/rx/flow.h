@@ -256,6 +256,17 @@ jk_rc jk_rx_flow_queue(jk_conn *c, struct jk_arena *a, const char *const *orgs, 
                        int is_newest_first, int64_t after_ms, const char *after_id, int limit,
                        struct jk_rx_presc **out, size_t *n, int64_t *total);
 
+/* ---- supervision (reads) ---- */
+
+/* Appends to arr the supervision rows of kind ("visits": ih_visit; "prescriptions":
+ * rx_prescription with its visit's diagnosis) begun in [from_ms, to_ms) at the institutions
+ * orgs ("Organization/x"; NULL: every one), oldest first, at most max; *more when there were
+ * more. Each row: kind, id, who (patient, doctor, institution), when, diagnosis, drugs,
+ * reviewer, outcome, review turnaround, amount and payment state. */
+jk_rc jk_rx_supervision_rows(jk_conn *c, struct jk_arena *a, const char *kind, int64_t from_ms,
+                             int64_t to_ms, const char *const *orgs, size_t n_orgs, size_t max,
+                             struct json_object *arr, int *more);
+
 /* The sweeper thread: jk_rx_flow_sweep every sweep.seconds on db. */
 jk_rc jk_rx_flow_sweeper_start(jk_store *db);
 void jk_rx_flow_sweeper_stop(void);
