@@ -370,7 +370,7 @@ jk_rc jk_api_rx_queue(struct jk_http_req *rq)
         orgs = &one;
         n_orgs = 1;
     } else {
-        g->recs[0].res_type = "MedicationRequest";
+        g->recs[0].res_type = "prescription";
         if ((rc = actor_of(rq, g, &a))) return rc;
         if (!a.n_review_orgs) {
             g->recs[0].action = "refused";
@@ -419,7 +419,7 @@ jk_rc jk_api_rx_get(struct jk_http_req *rq)
     jk_conn *c = jk_store_conn(jk_api_app(rq)->db);
     if (!c) return JK_EDB;
     if (!g->is_off) {
-        g->recs[0].res_type = "MedicationRequest";
+        g->recs[0].res_type = "prescription";
         g->recs[0].res_id = id;
         if ((rc = actor_of(rq, g, &a))) return rc;
     }
@@ -451,7 +451,7 @@ jk_rc jk_api_rx_list(struct jk_http_req *rq)
     jk_conn *c = jk_store_conn(jk_api_app(rq)->db);
     if (!c) return JK_EDB;
     if (!g->is_off) {
-        g->recs[0].res_type = "MedicationRequest";
+        g->recs[0].res_type = "prescription";
         if ((rc = actor_of(rq, g, &a))) return rc;
     }
     const char *keys[64], *sql[64];
@@ -559,7 +559,7 @@ static jk_rc job_tx(jk_conn *c, void *arg)
     if (rc || j->g->is_off || !au) return rc;
     struct jk_audit_rec r = j->g->recs[0];
     r.action = actions[j->op];
-    r.res_type = "MedicationRequest";
+    r.res_type = "prescription"; /* ours, not a FHIR type */
     r.res_id = j->out.id;
     r.patient_id = j->out.patient_id;
     r.outcome = JK_OK;
@@ -603,7 +603,7 @@ static jk_rc begin(struct jk_http_req *rq, enum op op, struct json_object **body
     j->op = op;
     j->k = (struct jk_rx_call){rq->arena, &rq->diag, jk_time_now_ms(), rules(), jk_rx_flow_keys()};
     if (!g->is_off) {
-        g->recs[0].res_type = "MedicationRequest";
+        g->recs[0].res_type = "prescription";
         if ((rc = actor_of(rq, g, &j->a))) return rc;
     }
     *out = j;
@@ -842,7 +842,7 @@ static jk_rc supervised(struct jk_http_req *rq, struct jk_api_guard *g, const ch
     *orgs = NULL;
     *n = 0;
     if (g->is_off) return JK_OK;
-    g->recs[0].res_type = "MedicationRequest";
+    g->recs[0].res_type = "prescription";
     if (!jk_rx_flow_role_may(rules(), "supervise", g->p.role) || !g->p.org[0]) {
         g->recs[0].action = "refused";
         return jk_diag_add(&rq->diag, JK_EFORBIDDEN, "forbidden", NULL,

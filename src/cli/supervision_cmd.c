@@ -45,7 +45,7 @@ static jk_rc audit_tx(jk_conn *c, void *arg)
     struct jk_audit_rec r = {.actor = e->actor,
                              .role = "system",
                              .action = "supervision-export",
-                             .res_type = "MedicationRequest",
+                             .res_type = "prescription",
                              .reason = detail};
     return jk_audit_append(e->audit, c, &r, NULL);
 }
