@@ -203,6 +203,16 @@ jk_rc jk_api_booking_complete(struct jk_http_req *rq);
  * they use the booking rules installed with jk_bk_start */
 jk_rc jk_api_schedule_generate(struct jk_http_req *rq);
 jk_rc jk_api_booking_stats(struct jk_http_req *rq);
+/* ih_api.c: online follow-up visits of the internet hospital (docs/internals/rx.md); rules
+ * installed by jk_ih_start, the video adapter by jk_ih_video_init */
+jk_rc jk_api_ih_open(struct jk_http_req *rq);
+jk_rc jk_api_ih_list(struct jk_http_req *rq);
+jk_rc jk_api_ih_get(struct jk_http_req *rq);
+jk_rc jk_api_ih_confirm(struct jk_http_req *rq);
+jk_rc jk_api_ih_post(struct jk_http_req *rq);
+jk_rc jk_api_ih_messages(struct jk_http_req *rq);
+jk_rc jk_api_ih_video(struct jk_http_req *rq);
+jk_rc jk_api_ih_end(struct jk_http_req *rq);
 /* rx_flow_api.c: a prescription after its signature (review, code, pharmacy, redemption,
  * dispensing, delivery, cancellation) and supervision (docs/internals/rx.md); rules and keys
  * installed by jk_rx_flow_start */

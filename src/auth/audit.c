@@ -85,6 +85,13 @@ static const struct action {
     {"schedule-generate", "E", ET_REST, SUB_LOCAL, "schedule-generate",
      "schedule: slots generated"},
     {"booking-stats", "E", ET_REST, SUB_LOCAL, "booking-stats", "booking statistics read"},
+    /* online follow-up visits of the internet hospital (docs/internals/rx.md) */
+    {"ih-visit-open", "C", ET_REST, SUB_LOCAL, "ih-visit-open", "online visit: opened"},
+    {"ih-visit-confirm", "U", ET_REST, SUB_LOCAL, "ih-visit-confirm",
+     "online visit: uploaded record confirmed"},
+    {"ih-message", "C", ET_REST, SUB_LOCAL, "ih-message", "online visit: message sent"},
+    {"ih-video", "C", ET_REST, SUB_LOCAL, "ih-video", "online visit: video room opened"},
+    {"ih-visit-end", "U", ET_REST, SUB_LOCAL, "ih-visit-end", "online visit: ended"},
     /* prescription circulation and supervision (docs/internals/rx.md) */
     {"rx-queue", "E", ET_REST, SUB_LOCAL, "rx-queue", "prescriptions: review queue read"},
     {"rx-review", "U", ET_REST, SUB_LOCAL, "rx-review", "prescription: reviewed"},

@@ -31,6 +31,8 @@
 #include "notify/wechat.h"
 #include "svc/booking/booking.h"
 #include "svc/booking/schedule.h"
+#include "svc/ih/video.h"
+#include "svc/ih/visit.h"
 #include "svc/rx/flow.h"
 
 static const char usage_main[] =
@@ -199,6 +201,40 @@ static int cmd_migrate(struct cli *cli)
     return 0;
 }
 
+/* Demo dates that must stay recent (a diagnosis a follow-up visit rests on): a string
+ * "@days-ago:N" anywhere in a resource becomes the local (UTC+8) date N days before now. */
+static struct json_object *demo_date(struct json_object *v, int64_t now_ms)
+{
+    const char *s = json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
+    char day[16];
+    int y, m, d;
+    if (!s || strncmp(s, "@days-ago:", 10)) return NULL;
+    jk_time_civil_from_days((now_ms + 8 * 3600000LL) / 86400000LL - strtol(s + 10, NULL, 10), &y,
+                            &m, &d);
+    snprintf(day, sizeof day, "%04d-%02d-%02d", y % 10000, m % 100, d % 100);
+    return json_object_new_string(day);
+}
+
+static void demo_dates(struct json_object *o, int64_t now_ms)
+{
+    struct json_object *nv;
+    for (size_t i = 0; json_object_is_type(o, json_type_array) && i < json_object_array_length(o);
+         i++) {
+        if ((nv = demo_date(json_object_array_get_idx(o, i), now_ms)))
+            json_object_array_put_idx(o, i, nv);
+        else
+            demo_dates(json_object_array_get_idx(o, i), now_ms);
+    }
+    if (!json_object_is_type(o, json_type_object)) return;
+    json_object_object_foreach(o, key, v)
+    {
+        if ((nv = demo_date(v, now_ms)))
+            json_object_object_add(o, key, nv);
+        else
+            demo_dates(v, now_ms);
+    }
+}
+
 /* Loads every resource of a collection Bundle by update-as-create, so loading is repeatable. */
 static int cmd_demo(struct cli *cli)
 {
@@ -227,6 +263,7 @@ static int cmd_demo(struct cli *cli)
     for (size_t i = 0; i < n; i++) {
         struct json_object *res =
             json_object_object_get(json_object_array_get_idx(entries, i), "resource");
+        demo_dates(res, jk_time_now_ms());
         struct jk_arena *a = jk_arena_new(0);
         struct jk_diag d;
         jk_diag_init(&d, a);
@@ -365,6 +402,7 @@ static int cmd_serve(struct cli *cli)
     if (jk_security_rules_load(jk_security_rules_path(), &sec, err, sizeof err) ||
         jk_sms_init(cfg->sms, err, sizeof err) || notify_start(cfg, db, err, sizeof err) ||
         jk_bk_start(NULL, err, sizeof err) || jk_bk_sweeper_start(db) ||
+        jk_ih_start(NULL, err, sizeof err) || jk_ih_video_init(cfg->video, err, sizeof err) ||
         jk_api_resident_init(keys, err, sizeof err) || jk_api_card_init(keys, err, sizeof err) ||
         jk_rx_flow_start(keys, err, sizeof err) || jk_rx_flow_sweeper_start(db))
         fprintf(stderr, "jiankang: %s\n", err);
@@ -381,6 +419,7 @@ static int cmd_serve(struct cli *cli)
         jk_audit_ticker_stop(ticker);
         jk_keys_free(keys);
         jk_bk_stop();
+        jk_ih_stop();
         jk_store_close(db);
         return status;
     }
@@ -422,6 +461,7 @@ static int cmd_serve(struct cli *cli)
     if (jk_audit_ticker_stop(ticker)) status = 1; /* the last records signed, or say so */
     jk_keys_free(keys);
     jk_bk_stop();
+    jk_ih_stop();
     jk_store_close(db);
     if (!status) jk_log_info("main", "stopped cleanly");
     return status;

@@ -37,6 +37,7 @@ static const struct key {
      "on, or off for development only (no token, no check, no audit)"},
     STR(sms, "SMS gateway adapter for registration codes: log (writes them to the server log)"),
     STR(wechat, "WeChat adapter for notifications: log (writes topic and masked recipient)"),
+    STR(video, "video adapter of online visits: log (writes the room to the server log)"),
     STR(notify_channels, "channels notifications are sent through: sms, wechat, comma-separated"),
     NUM(max_body_bytes, 1024, 1L << 30, "largest request body"),
     NUM(max_url_bytes, 256, 1L << 20, "longest URL"),
@@ -63,6 +64,7 @@ void jk_config_defaults(struct jk_config *cfg)
     cfg->security = 1;
     snprintf(cfg->sms, sizeof cfg->sms, "log");
     snprintf(cfg->wechat, sizeof cfg->wechat, "log");
+    snprintf(cfg->video, sizeof cfg->video, "log");
     snprintf(cfg->notify_channels, sizeof cfg->notify_channels, "sms");
     cfg->max_body_bytes = 16L << 20;
     cfg->max_url_bytes = 8192;

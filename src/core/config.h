@@ -19,6 +19,7 @@ struct jk_config {
     long security;      /* 1 (on): tokens, authorisation and audit; 0: development only */
     char sms[32];       /* the SMS gateway adapter (src/notify/sms.c): "log" */
     char wechat[32];    /* the WeChat adapter (src/notify/wechat.c): "log" */
+    char video[32];     /* the video adapter of online visits (src/svc/ih/video.c): "log" */
     /* the outbox's channels, comma-separated: "sms", "sms,wechat" */
     char notify_channels[64];
     long max_body_bytes;

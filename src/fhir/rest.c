@@ -291,7 +291,7 @@ jk_rc jk_fhir_write_tx(jk_conn *c, void *arg)
     return rc;
 }
 
-#define MAX_OWNERS 4
+#define MAX_OWNERS 8
 
 static struct {
     const char *type;
