@@ -307,8 +307,8 @@ static jk_rc detail_json(struct jk_http_req *rq, struct jk_api_guard *g,
     }
     struct jk_rx_delivery d;
     int sees_address = is_patient || (!g->is_off && jk_rx_same_ref(a->org, p->pharmacy));
-    jk_rc rc = c ? jk_rx_flow_delivery_get(c, rq->arena, sees_address ? k : NULL, p->id, &d)
-                 : JK_EDB;
+    jk_rc rc =
+        c ? jk_rx_flow_delivery_get(c, rq->arena, sees_address ? k : NULL, p->id, &d) : JK_EDB;
     if (!rc) {
         struct json_object *dv = json_object_new_object();
         add_s(dv, "status", d.status);
@@ -365,8 +365,7 @@ jk_rc jk_api_rx_queue(struct jk_http_req *rq)
     const char *one;
     if (g->is_off) {
         one = jk_http_query_get(rq, "org");
-        if (!one)
-            return jk_diag_add(&rq->diag, JK_EINVAL, "required", "org", "which institution");
+        if (!one) return jk_diag_add(&rq->diag, JK_EINVAL, "required", "org", "which institution");
         orgs = &one;
         n_orgs = 1;
     } else {
@@ -470,8 +469,7 @@ jk_rc jk_api_rx_list(struct jk_http_req *rq)
             keys[n_keys] = a.patients[i];
             sql[n_keys++] = by_patient;
         }
-    } else if (!g->is_off && jk_rx_flow_role_may(rules(), "dispense", g->p.role) &&
-               g->p.org[0] &&
+    } else if (!g->is_off && jk_rx_flow_role_may(rules(), "dispense", g->p.role) && g->p.org[0] &&
                !(rc = is_pharmacy_org(rq, jk_api_ref_id(g->p.org, "Organization"), &is_pharmacy)) &&
                is_pharmacy) {
         keys[n_keys] = jk_api_ref_id(g->p.org, "Organization");
@@ -656,10 +654,9 @@ static jk_rc pharmacy_of_caller(struct jk_http_req *rq, struct job *j, struct js
                            "Organization/%s is not a pharmacy of the platform (pharmacy.kinds)",
                            j->pharmacy);
     }
-    j->dispenser = j->g->is_off        ? "Organization/unknown"
-                   : j->g->p.link[0]   ? j->g->p.link
-                                       : jk_arena_printf(rq->arena, "account:%s",
-                                                         j->g->p.username);
+    j->dispenser = j->g->is_off      ? "Organization/unknown"
+                   : j->g->p.link[0] ? j->g->p.link
+                                     : jk_arena_printf(rq->arena, "account:%s", j->g->p.username);
     return rc;
 }
 
@@ -702,13 +699,13 @@ jk_rc jk_api_rx_review(struct jk_http_req *rq)
     json_object_put(body);
     if (rc) return rc;
     if (!decision || (strcmp(decision, "approve") && strcmp(decision, "reject")))
-        return jk_diag_add(&rq->diag, JK_EINVAL, decision ? "code-invalid" : "required",
-                           "decision", "decision is approve or reject");
+        return jk_diag_add(&rq->diag, JK_EINVAL, decision ? "code-invalid" : "required", "decision",
+                           "decision is approve or reject");
     j->dec.is_approve = !strcmp(decision, "approve");
-    j->dec.reviewer = j->g->is_off        ? "account:anonymous"
-                      : j->g->p.link[0]   ? j->g->p.link
-                                          : jk_arena_printf(rq->arena, "account:%s",
-                                                            j->g->p.username);
+    j->dec.reviewer = j->g->is_off ? "account:anonymous"
+                      : j->g->p.link[0]
+                          ? j->g->p.link
+                          : jk_arena_printf(rq->arena, "account:%s", j->g->p.username);
     j->dec.reviewer_org = j->g->is_off ? NULL : j->g->p.org;
     return submit(rq, j);
 }
@@ -755,8 +752,7 @@ jk_rc jk_api_rx_redeem(struct jk_http_req *rq)
     if (rc) return rc;
     if (!j->code) return jk_diag_add(&rq->diag, JK_EINVAL, "required", "code", "the code");
     /* codes are short: guessing is slowed like a login */
-    int wait_s = j->g->is_off ? 0
-                              : jk_api_rate_limit(rq, JK_RATE_EXPENSIVE, j->g->p.username);
+    int wait_s = j->g->is_off ? 0 : jk_api_rate_limit(rq, JK_RATE_EXPENSIVE, j->g->p.username);
     if (wait_s) return jk_api_send_throttled(rq, wait_s);
     return submit(rq, j);
 }
@@ -811,7 +807,7 @@ static jk_rc day_range(struct jk_http_req *rq, int64_t *from_ms, int64_t *to_ms)
 {
     const char *from = jk_http_query_get(rq, "from"), *to = jk_http_query_get(rq, "to");
     int64_t off = (int64_t)jk_rx_flow_utc_offset_min(rules()) * 60000, day = 86400000;
-    int64_t a, b;
+    int64_t a = 0, b = 0;
     if (!from) {
         int64_t now = jk_time_now_ms() + off;
         a = now - (now % day + day) % day - off;
@@ -857,7 +853,6 @@ static jk_rc supervised(struct jk_http_req *rq, struct jk_api_guard *g, const ch
     return rc;
 }
 
-
 /* Review turnaround over the rows: count, mean, median and 90th percentile (ms). */
 static struct json_object *turnaround(struct json_object *arr)
 {
@@ -877,7 +872,8 @@ static struct json_object *turnaround(struct json_object *arr)
     if (n) {
         json_object_object_add(o, "meanMs", json_object_new_int64(sum / (int64_t)n));
         json_object_object_add(o, "medianMs", json_object_new_int64(v[n / 2]));
-        json_object_object_add(o, "p90Ms", json_object_new_int64(v[(n * 9) / 10 < n ? (n * 9) / 10 : n - 1]));
+        json_object_object_add(o, "p90Ms",
+                               json_object_new_int64(v[(n * 9) / 10 < n ? (n * 9) / 10 : n - 1]));
     }
     free(v);
     return o;
@@ -888,7 +884,7 @@ static jk_rc supervision(struct jk_http_req *rq, const char *kind)
     struct jk_api_guard *g;
     const char *const *orgs;
     size_t n_orgs;
-    int64_t from_ms, to_ms;
+    int64_t from_ms = 0, to_ms = 0;
     int more = 0;
     jk_rc rc = jk_api_guard(rq, "supervision-read", &g);
     if (rc) return rc;
@@ -907,7 +903,8 @@ static jk_rc supervision(struct jk_http_req *rq, const char *kind)
     }
     add_time(out, "from", from_ms);
     add_time(out, "to", to_ms);
-    json_object_object_add(out, "total", json_object_new_int64((int64_t)json_object_array_length(arr)));
+    json_object_object_add(out, "total",
+                           json_object_new_int64((int64_t)json_object_array_length(arr)));
     if (more) json_object_object_add(out, "truncated", json_object_new_boolean(1));
     if (!strcmp(kind, "prescriptions")) json_object_object_add(out, "turnaround", turnaround(arr));
     json_object_object_add(out, kind, arr);

@@ -31,7 +31,8 @@ static const char usage[] =
     "(written whole or not at all) or standard output. Recorded in the audit trail (action\n"
     "supervision-export, signed with the key file's platform key). See docs/internals/rx.md.\n";
 
-struct export {
+struct export
+{
     const char *actor, *date;
     const struct jk_audit *audit;
     int64_t n_rows;
@@ -53,8 +54,9 @@ static jk_rc audit_tx(jk_conn *c, void *arg)
 static int write_rows(FILE *out, struct json_object *arr)
 {
     for (size_t i = 0; i < json_object_array_length(arr); i++) {
-        const char *t = json_object_to_json_string_ext(
-            json_object_array_get_idx(arr, i), JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+        const char *t =
+            json_object_to_json_string_ext(json_object_array_get_idx(arr, i),
+                                           JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
         if (fputs(t, out) == EOF || fputc('\n', out) == EOF) return -1;
     }
     return 0;
@@ -145,9 +147,12 @@ out:
 int jk_cli_supervision(int argc, char **argv)
 {
     static const struct option opts[] = {
-        {"date", required_argument, NULL, 't'},   {"out", required_argument, NULL, 'o'},
-        {"config", required_argument, NULL, 'c'}, {"db", required_argument, NULL, 'd'},
-        {"keys", required_argument, NULL, 'k'},   {"help", no_argument, NULL, 'h'},
+        {"date", required_argument, NULL, 't'},
+        {"out", required_argument, NULL, 'o'},
+        {"config", required_argument, NULL, 'c'},
+        {"db", required_argument, NULL, 'd'},
+        {"keys", required_argument, NULL, 'k'},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     struct jk_config cfg;

@@ -222,8 +222,7 @@ static jk_rc call_tx(jk_conn *c, void *arg)
     jk_diag_init(&x->d, x->a); /* a retried transaction starts over */
     switch (x->op) {
     case REVIEW: return jk_rx_flow_review(c, &k, x->id, &x->dec, &x->out, x->the_code);
-    case CHOOSE:
-        return jk_rx_flow_choose(c, &k, x->id, x->pharmacy, x->mode, x->address, &x->out);
+    case CHOOSE: return jk_rx_flow_choose(c, &k, x->id, x->pharmacy, x->mode, x->address, &x->out);
     case REDEEM: return jk_rx_flow_redeem(c, &k, x->code, x->pharmacy, &x->out);
     case DISPENSE:
         return jk_rx_flow_dispense(c, &k, x->id, x->pharmacy, "PractitionerRole/ph-1-role",
@@ -263,8 +262,9 @@ static const char *rule_of(const struct call *x)
 /* Approves id at now_ms; the code into code. */
 static void approve(struct fx *f, const char *id, int64_t now_ms, char code[JK_RX_CODE_DIGITS + 1])
 {
-    struct call x = {.id = id, .dec = {.is_approve = 1, .reviewer = "PractitionerRole/rv-1",
-                                       .reviewer_org = "hosp-a"}};
+    struct call x = {
+        .id = id,
+        .dec = {.is_approve = 1, .reviewer = "PractitionerRole/rv-1", .reviewer_org = "hosp-a"}};
     assert_int_equal(run(&x, f, REVIEW, now_ms), JK_OK);
     assert_string_equal(x.out.status, "approved");
     if (code) memcpy(code, x.the_code, JK_RX_CODE_DIGITS + 1);
@@ -452,9 +452,8 @@ static void test_review_approve(void **state)
                               " '%ap-1-mr-1%' AND body LIKE '%verifier%'"),
                      1);
     assert_int_equal(jk_rx_flow_code_key(&f->keys, code, key), JK_OK);
-    assert_string_equal(text_of(f, "SELECT code_key FROM rx_prescription WHERE id = 'ap-1'", buf,
-                                sizeof buf),
-                        key);
+    assert_string_equal(
+        text_of(f, "SELECT code_key FROM rx_prescription WHERE id = 'ap-1'", buf, sizeof buf), key);
     assert_int_equal(count(f, "SELECT valid_until_ms FROM rx_prescription WHERE id = 'ap-1'") ==
                          (long)T0_UNTIL,
                      1);
@@ -635,8 +634,9 @@ static void test_delivery(void **state)
                      1);
     assert_int_equal(deliver(f, "dl-1", "packed", NULL, NULL, T0 + 3 * MIN), JK_ERULE);
     assert_int_equal(deliver(f, "dl-1", "accepted", NULL, NULL, T0 + 3 * MIN), JK_OK);
-    assert_int_equal(deliver(f, "dl-1", "packed", NULL, NULL, T0 + 4 * MIN), JK_ERULE); /* first
-                                                                                          dispense */
+    assert_int_equal(deliver(f, "dl-1", "packed", NULL, NULL, T0 + 4 * MIN),
+                     JK_ERULE); /* first
+                                  dispense */
     assert_int_equal(op_simple(f, DISPENSE, "dl-1", "ph-1", T0 + 5 * MIN, NULL), JK_OK);
     assert_int_equal(deliver(f, "dl-1", "packed", NULL, NULL, T0 + 6 * MIN), JK_OK);
     assert_int_equal(deliver(f, "dl-1", "shipped", "SF", NULL, T0 + 7 * MIN), JK_EINVAL);
@@ -715,20 +715,20 @@ static void test_access(void **state)
     const char *const hosp_a[] = {"Organization/hosp-a"}, *const hosp_b[] = {"Organization/hosp-b"};
     struct jk_rx_actor patient = {JK_ROLE_RESIDENT, "", "Patient/pat-1", mine, 1, NULL, 0};
     struct jk_rx_actor stranger = {JK_ROLE_RESIDENT, "", "Patient/pat-2", other, 1, NULL, 0};
-    struct jk_rx_actor doctor = {JK_ROLE_DOCTOR, "Organization/hosp-a",
-                                 "PractitionerRole/dr-1-role", NULL, 0, NULL, 0};
-    struct jk_rx_actor colleague = {JK_ROLE_DOCTOR, "Organization/hosp-a",
-                                    "PractitionerRole/dr-2-role", NULL, 0, NULL, 0};
-    struct jk_rx_actor reviewer = {JK_ROLE_PHARMACIST, "Organization/hosp-a",
-                                   "PractitionerRole/rv-1", NULL, 0, hosp_a, 1};
-    struct jk_rx_actor elsewhere = {JK_ROLE_PHARMACIST, "Organization/hosp-b",
-                                    "PractitionerRole/rv-9", NULL, 0, hosp_b, 1};
-    struct jk_rx_actor pharmacy = {JK_ROLE_PHARMACIST, "Organization/ph-1",
-                                   "PractitionerRole/ph-1-role", NULL, 0, NULL, 0};
-    struct jk_rx_actor other_ph = {JK_ROLE_PHARMACIST, "Organization/ph-2",
-                                   "PractitionerRole/ph-2-role", NULL, 0, NULL, 0};
-    struct jk_rx_actor regulator = {JK_ROLE_REGULATOR, "Organization/region", "", NULL, 0,
-                                    hosp_a, 1};
+    struct jk_rx_actor doctor = {
+        JK_ROLE_DOCTOR, "Organization/hosp-a", "PractitionerRole/dr-1-role", NULL, 0, NULL, 0};
+    struct jk_rx_actor colleague = {
+        JK_ROLE_DOCTOR, "Organization/hosp-a", "PractitionerRole/dr-2-role", NULL, 0, NULL, 0};
+    struct jk_rx_actor reviewer = {
+        JK_ROLE_PHARMACIST, "Organization/hosp-a", "PractitionerRole/rv-1", NULL, 0, hosp_a, 1};
+    struct jk_rx_actor elsewhere = {
+        JK_ROLE_PHARMACIST, "Organization/hosp-b", "PractitionerRole/rv-9", NULL, 0, hosp_b, 1};
+    struct jk_rx_actor pharmacy = {
+        JK_ROLE_PHARMACIST, "Organization/ph-1", "PractitionerRole/ph-1-role", NULL, 0, NULL, 0};
+    struct jk_rx_actor other_ph = {
+        JK_ROLE_PHARMACIST, "Organization/ph-2", "PractitionerRole/ph-2-role", NULL, 0, NULL, 0};
+    struct jk_rx_actor regulator = {
+        JK_ROLE_REGULATOR, "Organization/region", "", NULL, 0, hosp_a, 1};
     /* read */
     assert_int_equal(jk_rx_flow_may(r, &patient, &p, JK_RX_READ, &why), JK_OK);
     assert_int_equal(jk_rx_flow_may(r, &stranger, &p, JK_RX_READ, &why), JK_EFORBIDDEN);
@@ -765,10 +765,10 @@ static void test_access(void **state)
     assert_false(jk_rx_same_ref("x", ""));
     /* review centres come from the rules */
     char err[512];
-    struct jk_rx_flow_rules *rc_rules = rules_with(
-        f->dir, "review.centres",
-        "[{\"centre\":\"Organization/rc-1\",\"regions\":[\"Organization/region-1\"]}]", err,
-        sizeof err);
+    struct jk_rx_flow_rules *rc_rules =
+        rules_with(f->dir, "review.centres",
+                   "[{\"centre\":\"Organization/rc-1\",\"regions\":[\"Organization/region-1\"]}]",
+                   err, sizeof err);
     assert_non_null(rc_rules);
     const char *const *regions;
     assert_int_equal(jk_rx_flow_centre_regions(rc_rules, "Organization/rc-1", &regions), 1);
@@ -855,7 +855,8 @@ static void test_summary(void **state)
         json_object_get_string(json_object_object_get(json_object_array_get_idx(items, 1), "name")),
         "药1");
     assert_int_equal(
-        json_object_get_int(json_object_object_get(json_object_array_get_idx(items, 0), "days")), 7);
+        json_object_get_int(json_object_object_get(json_object_array_get_idx(items, 0), "days")),
+        7);
     assert_true(json_object_object_get_ex(s, "patient", &pt));
     assert_string_equal(json_object_get_string(json_object_object_get(pt, "name")), "王小明");
     assert_string_equal(json_object_get_string(json_object_object_get(s, "doctor")), "李医生");

@@ -17,11 +17,11 @@
 #include "store/store.h"
 
 enum jk_pay_state {
-    JK_PAY_UNPAID,   /* nothing was paid (the "none" provider's answer) */
-    JK_PAY_PENDING,  /* a charge was started and has not been confirmed */
-    JK_PAY_PAID,     /* paid by the patient */
-    JK_PAY_SETTLED,  /* paid, partly or wholly, through medical insurance */
-    JK_PAY_REFUNDED  /* paid, then refunded (a cancellation) */
+    JK_PAY_UNPAID,  /* nothing was paid (the "none" provider's answer) */
+    JK_PAY_PENDING, /* a charge was started and has not been confirmed */
+    JK_PAY_PAID,    /* paid by the patient */
+    JK_PAY_SETTLED, /* paid, partly or wholly, through medical insurance */
+    JK_PAY_REFUNDED /* paid, then refunded (a cancellation) */
 };
 
 /* "unpaid", "pending", "paid", "settled", "refunded". */
@@ -51,8 +51,8 @@ struct jk_pay_provider {
     jk_rc (*state)(jk_conn *c, const struct jk_pay_item *it, enum jk_pay_state *out);
     /* A callback of the payment gateway or the insurance settlement platform (its body,
      * already authenticated by the caller) about kind/id. */
-    jk_rc (*on_callback)(jk_conn *c, const char *kind, const char *id, const char *body,
-                         size_t len, int64_t now_ms);
+    jk_rc (*on_callback)(jk_conn *c, const char *kind, const char *id, const char *body, size_t len,
+                         int64_t now_ms);
 };
 
 /* The "none" provider: records nothing; every state is JK_PAY_UNPAID; callbacks are refused

@@ -253,8 +253,8 @@ jk_rc jk_rx_flow_code_key(const struct jk_rx_flow_keys *k, const char *code,
 
 static void presc_row(struct jk_arena *a, jk_stmt *s, struct jk_rx_presc *p)
 {
-    const char **f[] = {&p->id,       &p->visit_id, &p->patient_id,  &p->person,
-                        &p->doctor,   &p->org,      &p->status,      &p->warnings,
+    const char **f[] = {&p->id,       &p->visit_id, &p->patient_id,   &p->person,
+                        &p->doctor,   &p->org,      &p->status,       &p->warnings,
                         &p->summary,  &p->reviewer, &p->review_codes, &p->review_text,
                         &p->pharmacy, &p->delivery, &p->code_key};
     for (int i = 0; i < 15; i++)
@@ -404,9 +404,8 @@ static jk_rc write_res(jk_conn *c, const struct jk_rx_call *k, struct json_objec
     jk_rc rc = jk_fhir_write_prepare(&w);
     if (!rc) rc = jk_fhir_write_tx(c, &w);
     if (!rc && is_new && org && *org)
-        rc = jk_authz_set_holder(c, type, id,
-                                 strchr(org, '/') ? org
-                                                  : jk_arena_printf(k->a, "Organization/%s", org));
+        rc = jk_authz_set_holder(
+            c, type, id, strchr(org, '/') ? org : jk_arena_printf(k->a, "Organization/%s", org));
     return rc;
 }
 
@@ -505,9 +504,10 @@ static jk_rc provenance(jk_conn *c, const struct jk_rx_call *k, const struct jk_
     add_str(act, "text", "处方审核通过 / pharmacist review approved");
     json_object_object_add(pv, "activity", act);
     struct json_object *agent = json_object_new_object();
-    json_object_object_add(agent, "type",
-                           coding("http://terminology.hl7.org/CodeSystem/provenance-participant-type",
-                                  "verifier", "Verifier"));
+    json_object_object_add(
+        agent, "type",
+        coding("http://terminology.hl7.org/CodeSystem/provenance-participant-type", "verifier",
+               "Verifier"));
     json_object_object_add(agent, "who", reference(dec->reviewer));
     if (dec->reviewer_org && *dec->reviewer_org)
         json_object_object_add(agent, "onBehalfOf",
@@ -734,10 +734,11 @@ jk_rc jk_rx_flow_choose(jk_conn *c, const struct jk_rx_call *k, const char *id,
                         const char *pharmacy, const char *mode, const char *address,
                         struct jk_rx_presc *out)
 {
-    static const char sql[] = "UPDATE rx_prescription SET pharmacy = ?, delivery = ?,"
-                              " presented_ms = NULLIF(CAST(? AS BIGINT), 0) WHERE id = ? AND status ="
-                              " 'approved' AND"
-                              " presented_ms IS NULL";
+    static const char sql[] =
+        "UPDATE rx_prescription SET pharmacy = ?, delivery = ?,"
+        " presented_ms = NULLIF(CAST(? AS BIGINT), 0) WHERE id = ? AND status ="
+        " 'approved' AND"
+        " presented_ms IS NULL";
     static const char del_sql[] = "DELETE FROM rx_delivery WHERE prescription_id = ?";
     static const char ins_sql[] =
         "INSERT INTO rx_delivery (prescription_id, pharmacy, status, address_sealed, updated_ms,"
@@ -764,8 +765,7 @@ jk_rc jk_rx_flow_choose(jk_conn *c, const struct jk_rx_call *k, const char *id,
     if (!rc) rc = exec(c, del_sql, NULL, "t", id);
     if (!rc && is_delivery) {
         const char *hist = history_add(k, "[]", "requested", NULL, NULL);
-        rc = hist ? exec(c, ins_sql, NULL, "tttit", id, ref_tail(pharmacy), sealed, k->now_ms,
-                         hist)
+        rc = hist ? exec(c, ins_sql, NULL, "tttit", id, ref_tail(pharmacy), sealed, k->now_ms, hist)
                   : JK_ENOMEM;
     }
     if (!rc) rc = jk_rx_flow_get(c, k->a, id, out);
@@ -791,8 +791,8 @@ jk_rc jk_rx_flow_redeem(jk_conn *c, const struct jk_rx_call *k, const char *code
     if (!k->keys) return JK_EINTERNAL;
     jk_rc rc = jk_rx_flow_code_key(k->keys, code, key);
     if (rc == JK_EINVAL)
-        return jk_diag_add(k->d, JK_EINVAL, "value", "code",
-                           "a redemption code is %d digits", JK_RX_CODE_DIGITS);
+        return jk_diag_add(k->d, JK_EINVAL, "value", "code", "a redemption code is %d digits",
+                           JK_RX_CODE_DIGITS);
     if (rc) return rc;
     rc = q(c, find_sql, &s, &has_row, "t", key);
     if (!rc && has_row) id = col(k->a, s, 0);
@@ -831,8 +831,7 @@ jk_rc jk_rx_flow_dispense(jk_conn *c, const struct jk_rx_call *k, const char *id
     if (!rc) rc = fillable(k, &p);
     if (rc) return rc;
     if (!p.presented_ms || !jk_rx_same_ref(p.pharmacy, ph))
-        return refuse(k, JK_EFORBIDDEN, "not-presented", NULL,
-                      "处方未提交本药房：请先核验取药码",
+        return refuse(k, JK_EFORBIDDEN, "not-presented", NULL, "处方未提交本药房：请先核验取药码",
                       "the prescription was not presented to this pharmacy: verify its code "
                       "first");
     rc = exec(c, sql, &changes, "itti", k->now_ms, id, ph, k->now_ms);
@@ -882,8 +881,8 @@ jk_rc jk_rx_flow_deliver(jk_conn *c, const struct jk_rx_call *k, const char *id,
         return refuse(k, JK_ERULE, "not-dispensed", "status", "处方调配发药后才能打包配送",
                       "the prescription is packed and shipped after it is dispensed");
     if (!strcmp(status, "shipped") && (!carrier || !*carrier || !waybill || !*waybill))
-        return jk_diag_add(k->d, JK_EINVAL, "required", !carrier || !*carrier ? "carrier"
-                                                                               : "waybill",
+        return jk_diag_add(k->d, JK_EINVAL, "required",
+                           !carrier || !*carrier ? "carrier" : "waybill",
                            "shipped needs the carrier and the waybill number");
     const char *car = carrier && *carrier ? carrier : d.carrier;
     const char *way = waybill && *waybill ? waybill : d.waybill;
@@ -930,8 +929,8 @@ static jk_rc release(jk_conn *c, const struct jk_rx_call *k, const struct jk_rx_
     return rc;
 }
 
-jk_rc jk_rx_flow_cancel(jk_conn *c, const struct jk_rx_call *k, const char *id,
-                        const char *reason, struct jk_rx_presc *out)
+jk_rc jk_rx_flow_cancel(jk_conn *c, const struct jk_rx_call *k, const char *id, const char *reason,
+                        struct jk_rx_presc *out)
 {
     static const char sql[] = "UPDATE rx_prescription SET status = 'cancelled', code_key = NULL"
                               " WHERE id = ? AND status = ?";
@@ -1039,8 +1038,8 @@ static const char *doctor_name(jk_conn *c, struct jk_arena *a, struct json_objec
     if (!ref) return NULL;
     const char *slash = strchr(ref, '/');
     int is_role = !slash || !strncmp(ref, "PractitionerRole/", 17);
-    struct json_object *o = read_parsed(c, a, is_role ? "PractitionerRole" : "Practitioner",
-                                        ref_tail(ref));
+    struct json_object *o =
+        read_parsed(c, a, is_role ? "PractitionerRole" : "Practitioner", ref_tail(ref));
     if (o && is_role && json_object_object_get_ex(o, "practitioner", &pr) &&
         jk_json_str(pr, "reference")) {
         const char *pid = ref_tail(jk_json_str(pr, "reference"));
@@ -1174,7 +1173,8 @@ jk_rc jk_rx_flow_queue(jk_conn *c, struct jk_arena *a, const char *const *orgs, 
     *n = 0;
     *total = 0;
     if (limit < 1) limit = 1;
-    struct jk_rx_presc *all = jk_arena_alloc(a, (n_orgs ? n_orgs : 1) * (size_t)limit * sizeof *all);
+    struct jk_rx_presc *all =
+        jk_arena_alloc(a, (n_orgs ? n_orgs : 1) * (size_t)limit * sizeof *all);
     if (!all) return JK_ENOMEM;
     size_t n_all = 0;
     jk_rc rc = JK_OK;

@@ -24,15 +24,15 @@ struct jk_arena;
 struct jk_diag;
 struct json_object;
 
-#define JK_RX_NS               "https://jiankang.example/fhir"
-#define JK_RX_GROUP_SYSTEM     JK_RX_NS "/sid/prescription"
-#define JK_RX_REFUSAL_SYSTEM   JK_RX_NS "/CodeSystem/internet-hospital-refusal"
-#define JK_RX_REASON_SYSTEM    JK_RX_NS "/CodeSystem/prescription-review-reason"
-#define JK_RX_KIND_SYSTEM      JK_RX_NS "/CodeSystem/institution-kind"
-#define JK_RX_CODE_DIGITS      12 /* a redemption code: 12 decimal digits */
-#define JK_RX_MAX_REASONS      8  /* reason codes one review names */
-#define JK_RX_MAX_REVIEW_TEXT  1000
-#define JK_RX_MAX_ADDRESS      500
+#define JK_RX_NS                  "https://jiankang.example/fhir"
+#define JK_RX_GROUP_SYSTEM        JK_RX_NS "/sid/prescription"
+#define JK_RX_REFUSAL_SYSTEM      JK_RX_NS "/CodeSystem/internet-hospital-refusal"
+#define JK_RX_REASON_SYSTEM       JK_RX_NS "/CodeSystem/prescription-review-reason"
+#define JK_RX_KIND_SYSTEM         JK_RX_NS "/CodeSystem/institution-kind"
+#define JK_RX_CODE_DIGITS         12 /* a redemption code: 12 decimal digits */
+#define JK_RX_MAX_REASONS         8  /* reason codes one review names */
+#define JK_RX_MAX_REVIEW_TEXT     1000
+#define JK_RX_MAX_ADDRESS         500
 #define JK_RX_MAX_DELIVERY_STATES 8
 
 /* ---- rules (rules/dispensing.json) ---- */
@@ -138,8 +138,8 @@ jk_rc jk_rx_flow_delivery_get(jk_conn *c, struct jk_arena *a, const struct jk_rx
 /* Who acts. Organisation and link as "Type/id". */
 struct jk_rx_actor {
     enum jk_role role;
-    const char *org;  /* "Organization/x" or "" */
-    const char *link; /* "PractitionerRole/x", "Practitioner/x", "Patient/x" or "" */
+    const char *org;             /* "Organization/x" or "" */
+    const char *link;            /* "PractitionerRole/x", "Practitioner/x", "Patient/x" or "" */
     const char *const *patients; /* a resident: their own Patient ids and their wards' */
     size_t n_patients;
     const char *const *review_orgs; /* a pharmacist: the institutions (Organization/x) whose
@@ -187,8 +187,8 @@ struct jk_rx_decision {
     int is_approve;
     const char *const *codes; /* reason codes of review.reasons (rejection: at least one) */
     size_t n_codes;
-    const char *text; /* may be NULL */
-    const char *reviewer; /* "PractitionerRole/x" (or "account:<user>" without a link) */
+    const char *text;         /* may be NULL */
+    const char *reviewer;     /* "PractitionerRole/x" (or "account:<user>" without a link) */
     const char *reviewer_org; /* "Organization/x": holds the Provenance */
 };
 
@@ -235,8 +235,8 @@ jk_rc jk_rx_flow_deliver(jk_conn *c, const struct jk_rx_call *k, const char *id,
 /* Cancels prescription id before it is dispensed (pending, approved): status cancelled,
  * MedicationRequests stopped, the delivery order cancelled, the code void. JK_ECONFLICT when
  * dispensed, cancelled, rejected or its order shipped. */
-jk_rc jk_rx_flow_cancel(jk_conn *c, const struct jk_rx_call *k, const char *id,
-                        const char *reason, struct jk_rx_presc *out);
+jk_rc jk_rx_flow_cancel(jk_conn *c, const struct jk_rx_call *k, const char *id, const char *reason,
+                        struct jk_rx_presc *out);
 
 /* Marks at most max approved prescriptions whose validity ended as expired (MedicationRequests
  * stopped), and fills the summary of at most max new ones. *n_done counts both. */

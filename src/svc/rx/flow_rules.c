@@ -40,11 +40,19 @@ struct jk_rx_flow_rules {
 
 static const char *const role_lists[3] = {"review", "dispense", "supervise"};
 
-static const char *const known[] = {
-    "time.utc_offset_minutes", "review.roles",     "review.centres",  "review.reasons",
-    "review.queue_max",        "code.validity_days", "pharmacy.kinds", "dispense.roles",
-    "delivery.states",         "delivery.cancel_until", "supervision.roles", "sweep.seconds",
-    NULL};
+static const char *const known[] = {"time.utc_offset_minutes",
+                                    "review.roles",
+                                    "review.centres",
+                                    "review.reasons",
+                                    "review.queue_max",
+                                    "code.validity_days",
+                                    "pharmacy.kinds",
+                                    "dispense.roles",
+                                    "delivery.states",
+                                    "delivery.cancel_until",
+                                    "supervision.roles",
+                                    "sweep.seconds",
+                                    NULL};
 
 struct ctx {
     const char *path;
@@ -89,9 +97,9 @@ static jk_rc read_roles(const struct ctx *x, struct json_object *v, unsigned *ou
     *out = 0;
     for (size_t i = 0; i < json_object_array_length(v); i++) {
         struct json_object *e = json_object_array_get_idx(v, i);
-        const struct jk_role_info *ri =
-            json_object_is_type(e, json_type_string) ? jk_role_by_name(json_object_get_string(e))
-                                                     : NULL;
+        const struct jk_role_info *ri = json_object_is_type(e, json_type_string)
+                                            ? jk_role_by_name(json_object_get_string(e))
+                                            : NULL;
         if (!ri)
             return jk_rules_fail(x->err, x->errlen, x->path, x->ptr, "'%s' is not a role",
                                  json_object_get_string(e));
@@ -343,8 +351,8 @@ size_t jk_rx_flow_centre_regions(const struct jk_rx_flow_rules *r, const char *o
 int jk_rx_flow_is_pharmacy(const struct jk_rx_flow_rules *r, struct json_object *org)
 {
     struct json_object *active, *types;
-    if (!org || (json_object_object_get_ex(org, "active", &active) &&
-                 !json_object_get_boolean(active)))
+    if (!org ||
+        (json_object_object_get_ex(org, "active", &active) && !json_object_get_boolean(active)))
         return 0;
     if (!json_object_object_get_ex(org, "type", &types) ||
         !json_object_is_type(types, json_type_array))

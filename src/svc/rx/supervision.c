@@ -93,13 +93,15 @@ jk_rc jk_rx_supervision_rows(jk_conn *c, struct jk_arena *a, const char *kind, i
                 add_s(o, "org", typed(a, "Organization", org));
                 add_s(o, "diagnosis", jk_stmt_col_text(s, 4, NULL));
                 add_s(o, "basis", jk_stmt_col_text(s, 5, NULL));
-                if (*jk_stmt_col_text(s, 6, NULL)) add_s(o, "guardian", jk_stmt_col_text(s, 6, NULL));
+                if (*jk_stmt_col_text(s, 6, NULL))
+                    add_s(o, "guardian", jk_stmt_col_text(s, 6, NULL));
                 add_s(o, "outcome", jk_stmt_col_text(s, 7, NULL));
                 add_time(o, "started", jk_stmt_col_int(s, 8));
                 add_time(o, "ended", jk_stmt_col_int(s, 9));
                 if (*jk_stmt_col_text(s, 10, NULL))
                     add_s(o, "endReason", jk_stmt_col_text(s, 10, NULL));
-                json_object_object_add(o, "amountFen", json_object_new_int64(jk_stmt_col_int(s, 11)));
+                json_object_object_add(o, "amountFen",
+                                       json_object_new_int64(jk_stmt_col_int(s, 11)));
                 add_s(o, "payment", jk_pay_state_name(JK_PAY_UNPAID));
                 json_object_array_add(arr, o);
                 n++;
@@ -130,9 +132,10 @@ jk_rc jk_rx_supervision_rows(jk_conn *c, struct jk_arena *a, const char *kind, i
         add_s(o, "diagnosis", diag[i]);
         sum = parsed_or(p.summary, json_object_new_object());
         struct json_object *items;
-        json_object_object_add(o, "drugs", json_object_object_get_ex(sum, "items", &items)
-                                               ? json_object_get(items)
-                                               : json_object_new_array());
+        json_object_object_add(o, "drugs",
+                               json_object_object_get_ex(sum, "items", &items)
+                                   ? json_object_get(items)
+                                   : json_object_new_array());
         json_object_put(sum);
         add_s(o, "outcome", p.status);
         if (p.reviewed_ms) {
@@ -150,4 +153,3 @@ jk_rc jk_rx_supervision_rows(jk_conn *c, struct jk_arena *a, const char *kind, i
     }
     return rc;
 }
-
