@@ -663,7 +663,10 @@ jk_rc jk_rx_flow_review(jk_conn *c, const struct jk_rx_call *k, const char *id,
         return refuse(k, JK_ECONFLICT, "already-reviewed", NULL, "处方已审核，不能重复审核",
                       "the prescription has been reviewed already");
     if (dec->is_approve) {
-        valid_until = jk_rx_flow_valid_until(k->rules, p.created_ms);
+        /* the prescribing service's validity when it set one (dispenseRequest.validityPeriod
+         * says the same), else the rules' from the day of issue */
+        valid_until =
+            p.valid_until_ms ? p.valid_until_ms : jk_rx_flow_valid_until(k->rules, p.created_ms);
         if (valid_until <= k->now_ms) return refuse_expired(k);
         if (!k->keys) return JK_EINTERNAL;
         if ((rc = jk_rx_flow_code(k->keys, p.id, k->now_ms, the_code)) ||
