@@ -471,10 +471,10 @@ static void test_review_approve(void **state)
     done(&x);
     /* the validity the prescribing service set is kept */
     prescription(f, "ap-3", "hosp-a", T0, 0);
-    sql(f, "UPDATE rx_prescription SET valid_until_ms = 1796100000000 WHERE id = 'ap-3'");
+    sql(f, "UPDATE rx_prescription SET valid_until_ms = 1796313600000 WHERE id = 'ap-3'");
     approve(f, "ap-3", T0 + MIN, NULL);
     assert_int_equal(count(f, "SELECT count(*) FROM rx_prescription WHERE id = 'ap-3' AND"
-                              " valid_until_ms = 1796100000000"),
+                              " valid_until_ms = 1796313600000"),
                      1);
     /* an expired prescription is not approved */
     prescription(f, "ap-2", "hosp-a", T0, 1);
