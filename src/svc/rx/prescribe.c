@@ -15,6 +15,7 @@
 #include "fhir/json.h"
 #include "fhir/rest.h"
 #include "store/resource.h"
+#include "svc/rx/flow.h"
 #include "svc/rx/rx_int.h"
 
 #define MAX_FACTS 64 /* allergies, active drugs read of one patient */
