@@ -217,5 +217,19 @@ jk_rc jk_api_ih_post(struct jk_http_req *rq);
 jk_rc jk_api_ih_messages(struct jk_http_req *rq);
 jk_rc jk_api_ih_video(struct jk_http_req *rq);
 jk_rc jk_api_ih_end(struct jk_http_req *rq);
+/* rx_flow_api.c: a prescription after its signature (review, code, pharmacy, redemption,
+ * dispensing, delivery, cancellation) and supervision (docs/internals/rx.md); rules and keys
+ * installed by jk_rx_flow_start */
+jk_rc jk_api_rx_queue(struct jk_http_req *rq);
+jk_rc jk_api_rx_list(struct jk_http_req *rq);
+jk_rc jk_api_rx_get(struct jk_http_req *rq);
+jk_rc jk_api_rx_review(struct jk_http_req *rq);
+jk_rc jk_api_rx_choose(struct jk_http_req *rq);
+jk_rc jk_api_rx_redeem(struct jk_http_req *rq);
+jk_rc jk_api_rx_dispense(struct jk_http_req *rq);
+jk_rc jk_api_rx_delivery(struct jk_http_req *rq);
+jk_rc jk_api_rx_cancel(struct jk_http_req *rq);
+jk_rc jk_api_supervision_visits(struct jk_http_req *rq);
+jk_rc jk_api_supervision_prescriptions(struct jk_http_req *rq);
 
 #endif

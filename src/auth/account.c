@@ -784,8 +784,9 @@ const char *jk_login_outcome_name(enum jk_login_outcome o)
 /* ---- the demo ---- */
 
 /* One account per role, linked to demo/region.json: Patient pat-1, PractitionerRoles
- * prac-1-role (doctor), prac-2-role (nurse), prac-5-role (pharmacist), and the
- * Organizations of the region. */
+ * prac-1-role (doctor), prac-2-role (nurse), prac-5-role (pharmacist), prac-7-role (pharmacist
+ * reviewing 福州市第一医院's prescriptions), prac-6-role (pharmacist of the pharmacy pharm-fz-1),
+ * and the Organizations of the region. */
 static const struct jk_demo_account demo_table[] = {
     {"demo-resident", "Jiankang-Resident-2025", "resident", "", "Patient/pat-1", NULL,
      "王小明, a resident of Fuzhou"},
@@ -796,6 +797,12 @@ static const struct jk_demo_account demo_table[] = {
     {"demo-pharmacist", "Jiankang-Pharmacist-2025", "pharmacist", "Organization/chc-xm-siming",
      "PractitionerRole/prac-5-role", NULL,
      "吴敏, pharmacist at 厦门市思明区鹭江街道社区卫生服务中心"},
+    {"demo-rx-reviewer", "Jiankang-Reviewer-2025", "pharmacist", "Organization/hosp-fz-1",
+     "PractitionerRole/prac-7-role", NULL,
+     "周慧, pharmacist at 福州市第一医院: reviews its online prescriptions"},
+    {"demo-pharmacy", "Jiankang-Pharmacy-2025", "pharmacist", "Organization/pharm-fz-1",
+     "PractitionerRole/prac-6-role", NULL,
+     "郑华, pharmacist at 福州市鼓楼区健康大药房: redeems codes, dispenses, delivers"},
     {"demo-institution-admin", "Jiankang-InstAdmin-2025", "institution-admin",
      "Organization/hosp-fz-1", "", NULL, "administrator of 福州市第一医院"},
     {"demo-public-health", "Jiankang-PublicHealth-2025", "public-health",

@@ -96,6 +96,18 @@ static const struct action {
     {"ih-message", "C", ET_REST, SUB_LOCAL, "ih-message", "online visit: message sent"},
     {"ih-video", "C", ET_REST, SUB_LOCAL, "ih-video", "online visit: video room opened"},
     {"ih-visit-end", "U", ET_REST, SUB_LOCAL, "ih-visit-end", "online visit: ended"},
+    /* prescription circulation and supervision (docs/internals/rx.md) */
+    {"rx-queue", "E", ET_REST, SUB_LOCAL, "rx-queue", "prescriptions: review queue read"},
+    {"rx-review", "U", ET_REST, SUB_LOCAL, "rx-review", "prescription: reviewed"},
+    {"rx-choose", "U", ET_REST, SUB_LOCAL, "rx-choose", "prescription: pharmacy chosen"},
+    {"rx-redeem", "U", ET_REST, SUB_LOCAL, "rx-redeem", "prescription: code redeemed"},
+    {"rx-dispense", "U", ET_REST, SUB_LOCAL, "rx-dispense", "prescription: dispensed"},
+    {"rx-delivery", "U", ET_REST, SUB_LOCAL, "rx-delivery", "prescription: delivery order moved"},
+    {"rx-cancel", "U", ET_REST, SUB_LOCAL, "rx-cancel", "prescription: cancelled"},
+    {"supervision-read", "E", ET_REST, SUB_LOCAL, "supervision-read",
+     "supervision: visits or prescriptions read"},
+    {"supervision-export", "E", ET_EXPORT, SUB_LOCAL, "supervision-export",
+     "supervision: daily export"},
 };
 
 /* Actions whose reason field is a detail (why a login failed, what an administrator changed)

@@ -55,7 +55,8 @@ void jk_audit_init(struct jk_audit *au, const jk_sm2 *key);
  * account (an administrator changed an account), card-issue, card-bind, card-revoke, card-qr,
  * card-verify (the electronic health card; reason: the detail, e.g. a verification's result),
  * schedule-generate, booking-stats (booking), ih-visit-open, ih-visit-confirm, ih-message,
- * ih-video, ih-visit-end (online visits). */
+ * ih-video, ih-visit-end (online visits), rx-queue, rx-review, rx-choose, rx-redeem,
+ * rx-dispense, rx-delivery, rx-cancel (prescriptions), supervision-read, supervision-export. */
 int jk_audit_action_known(const char *action);
 
 /* Appends r to the chain, inside the caller's transaction on c (a jk_tx_fn's connection), so

@@ -16,6 +16,7 @@
 #include "cli/audit_cmd.h"
 #include "cli/card_cmd.h"
 #include "cli/import.h"
+#include "cli/supervision_cmd.h"
 #include "cli/user_cmd.h"
 #include "core/arena.h"
 #include "core/config.h"
@@ -33,6 +34,7 @@
 #include "svc/rx/rx.h"
 #include "svc/ih/video.h"
 #include "svc/ih/visit.h"
+#include "svc/rx/flow.h"
 
 static const char usage_main[] =
     "usage: jiankang COMMAND [OPTIONS]\n"
@@ -48,6 +50,7 @@ static const char usage_main[] =
     "  audit     audit verify: check the audit chain and its signed checkpoints\n"
     "  keys      keys init: create the key file; keys public: print the public key\n"
     "  card      card codes: valid QR codes of a health card, for load tests\n"
+    "  supervision  supervision export --date D: a day's online visits and prescriptions\n"
     "\n"
     "options of every command:\n"
     "  --config FILE     settings file (key = value lines)\n"
@@ -402,7 +405,8 @@ static int cmd_serve(struct cli *cli)
         jk_bk_start(NULL, err, sizeof err) || jk_bk_sweeper_start(db) ||
         jk_rx_start(err, sizeof err) || /* the prescription rules and the formulary */
         jk_ih_start(NULL, err, sizeof err) || jk_ih_video_init(cfg->video, err, sizeof err) ||
-        jk_api_resident_init(keys, err, sizeof err) || jk_api_card_init(keys, err, sizeof err))
+        jk_api_resident_init(keys, err, sizeof err) || jk_api_card_init(keys, err, sizeof err) ||
+        jk_rx_flow_start(keys, err, sizeof err) || jk_rx_flow_sweeper_start(db))
         fprintf(stderr, "jiankang: %s\n", err);
     else if (!jk_api_auth_init(&sec) && !jk_api_audit_init(keys) &&
              !jk_audit_ticker_start(&audit, db, &ticker) &&
@@ -410,6 +414,8 @@ static int cmd_serve(struct cli *cli)
         status = 0;
     if (status) {
         jk_bk_horizon_stop(horizon);
+        jk_rx_flow_sweeper_stop();
+        jk_rx_flow_stop();
         jk_bk_sweeper_stop();
         jk_outbox_stop();
         jk_audit_ticker_stop(ticker);
@@ -451,6 +457,8 @@ static int cmd_serve(struct cli *cli)
     jk_log_info("main", "signal %d: finishing in-flight requests", sig);
     jk_http_stop(app.srv, 10000);
     jk_bk_horizon_stop(horizon);
+    jk_rx_flow_sweeper_stop();
+    jk_rx_flow_stop();
     jk_bk_sweeper_stop();
     jk_outbox_stop();
     if (jk_audit_ticker_stop(ticker)) status = 1; /* the last records signed, or say so */
@@ -486,6 +494,7 @@ int main(int argc, char **argv)
         return 0;
     }
     if (!strcmp(argv[1], "user")) return jk_cli_user(argc - 1, argv + 1); /* its own options */
+    if (!strcmp(argv[1], "supervision")) return jk_cli_supervision(argc - 1, argv + 1);
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
         if (strcmp(argv[1], commands[i].name)) continue;
         struct cli cli = {.demo_file = NULL, .takes_paths = commands[i].takes_paths};

@@ -277,6 +277,18 @@ static const char *const migrations[] = {
     " address_sealed TEXT NOT NULL DEFAULT '', updated_ms BIGINT NOT NULL, history TEXT NOT NULL"
     " DEFAULT '[]');"
     "CREATE INDEX rx_delivery_pharmacy ON rx_delivery (pharmacy, status);",
+    /* 13: prescription circulation (docs/internals/rx.md): when a prescription was presented
+     * to its pharmacy (a pharmacy sees only those), the summary the review queue and the
+     * supervision lists show without reading resources (filled by the prescribing service or
+     * the sweep), and the indexes of the review queue's pages, the pharmacy's list, the expiry
+     * sweep and the summary fill */
+    "ALTER TABLE rx_prescription ADD COLUMN presented_ms BIGINT;"
+    "ALTER TABLE rx_prescription ADD COLUMN summary TEXT NOT NULL DEFAULT '';"
+    "CREATE INDEX rx_prescription_queue ON rx_prescription (org, status, created_ms, id);"
+    "CREATE INDEX rx_prescription_pharmacy ON rx_prescription (pharmacy, presented_ms);"
+    "CREATE INDEX rx_prescription_expiry ON rx_prescription (status, valid_until_ms);"
+    "CREATE INDEX rx_prescription_unsummarized ON rx_prescription (created_ms)"
+    " WHERE summary = '';",
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))

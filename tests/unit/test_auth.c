@@ -881,7 +881,7 @@ static void demo_accounts_log_in(void **state)
     int64_t ids[16];
     for (int round = 0; round < 2; round++) { /* twice: running the demo again is harmless */
         assert_int_equal(jk_account_create_demo(f->st, &rules, T0, &d, &n), JK_OK);
-        assert_int_equal(n, JK_N_ROLES);
+        assert_true(n >= JK_N_ROLES && n <= 16); /* every role, some twice */
         unsigned seen = 0;
         for (size_t i = 0; i < n; i++) {
             struct jk_account a;
@@ -907,7 +907,7 @@ static void demo_accounts_log_in(void **state)
                 jk_account_authenticate(&rules, &a, d[i].password, code, T0 + 1, &step),
                 JK_LOGIN_OK);
         }
-        assert_int_equal(seen, (1u << JK_N_ROLES) - 1); /* one account per role */
+        assert_int_equal(seen, (1u << JK_N_ROLES) - 1); /* an account of every role */
     }
 }
 

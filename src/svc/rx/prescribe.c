@@ -15,6 +15,7 @@
 #include "fhir/json.h"
 #include "fhir/rest.h"
 #include "store/resource.h"
+#include "svc/rx/flow.h"
 #include "svc/rx/rx_int.h"
 
 #define MAX_FACTS 64 /* allergies, active drugs read of one patient */
@@ -456,6 +457,8 @@ jk_rc jk_rx_create(jk_conn *c, struct jk_rx_new *x)
     json_object_put(prov);
     if (!rc) rc = warnings_json(x, &p, &warnings);
     if (!rc) rc = insert_row(c, x, warnings);
+    struct jk_rx_call k = {x->a, x->d, x->now_ms, jk_rx_flow_rules(), NULL};
+    if (!rc) rc = jk_rx_flow_summarize(c, &k, x->id); /* what the review queue shows */
     return rc;
 }
 
