@@ -1045,8 +1045,8 @@ static const char *doctor_name(jk_conn *c, struct jk_arena *a, struct json_objec
         read_parsed(c, a, is_role ? "PractitionerRole" : "Practitioner", ref_tail(ref));
     if (o && is_role && json_object_object_get_ex(o, "practitioner", &pr) &&
         jk_json_str(pr, "reference")) {
-        const char *pid = ref_tail(jk_json_str(pr, "reference"));
-        json_object_put(o);
+        const char *pid = jk_arena_strdup(a, ref_tail(jk_json_str(pr, "reference")));
+        json_object_put(o); /* pid is the arena's copy */
         o = read_parsed(c, a, "Practitioner", pid);
     }
     out = name_of(a, o);
