@@ -211,7 +211,7 @@ test("the whole path: visit, chat, prescription with a live warning, review, cod
   assert.match(detail.code, /^\d{12}$/);
   await mine.locator(".redeem-code").getByText(detail.code).waitFor();
   assert.ok(await mine.locator(".qr svg path, .qr svg rect").count() > 0, "the QR code is drawn");
-  await mine.getByLabel("药房").selectOption(PHARMACY);
+  await mine.getByLabel("药房", { exact: true }).selectOption(PHARMACY);
   await mine.getByLabel("配送到家").check();
   await mine.getByLabel("收货地址").fill("福州市鼓楼区五一北路 100 号 3 单元 501");
   await mine.getByRole("button", { name: "确认" }).click();
@@ -245,7 +245,7 @@ test("the whole path: visit, chat, prescription with a live warning, review, cod
 
   // the resident sees it signed for
   await resident.getByRole("button", { name: "刷新" }).click();
-  await mine.locator(".delivery").getByText("已签收").waitFor();
+  await mine.locator(".delivery .state").getByText("已签收", { exact: true }).waitFor();
   await mine.getByText("顺丰速运 运单号 SF1234567890").waitFor();
   after = await prescription(rxId);
   assert.equal(after.status, "dispensed");

@@ -62,7 +62,7 @@ async function load(more = false) {
     msg("queue-status", { text: errorText(res), kind: "error" });
     return render();
   }
-  msg("queue-status", null);
+  if (state.msgs["queue-status"] && state.msgs["queue-status"].kind === "error") msg("queue-status", null);
   const rows = res.body.prescriptions || [];
   await namesOf(rows.map((p) => p.org), state.names);
   state.rows = more ? [...(state.rows || []), ...rows] : rows;
