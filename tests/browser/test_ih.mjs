@@ -253,3 +253,113 @@ test("the whole path: visit, chat, prescription with a live warning, review, cod
   for (const p of [resident, doctor, reviewer, pharmacy]) expectClean(assert, p);
   await Promise.all([resident, doctor, reviewer, pharmacy].map((p) => p.context().close()));
 });
+
+// A visit of pat-1 with prac-1 for hypertension, opened through the API; its id.
+async function openVisitApi() {
+  const v = await ok("POST", "/api/ih/visits", tok.resident,
+    { doctor: "PractitionerRole/prac-1-role", condition: { system: ICD10, code: "I10", display: "高血压" } });
+  return v.id;
+}
+
+function daysAgo(n) {
+  return new Date(Date.now() + 8 * 3600e3 - n * 86400e3).toISOString().slice(0, 10);
+}
+
+test("a diagnosis too old for a follow-up is refused as the server words it, with the way to booking", async (t) => {
+  if (needs(t, "visits")) return;
+  await ok("PUT", FHIR + "/Condition/ih-old-dm", tok.his, { resourceType: "Condition", id: "ih-old-dm",
+    verificationStatus: { coding: [{ system: "http://terminology.hl7.org/CodeSystem/condition-ver-status", code: "confirmed" }] },
+    code: { coding: [{ system: ICD10, code: "E11", display: "2型糖尿病" }], text: "2型糖尿病" },
+    subject: { reference: "Patient/pat-1" }, recorder: { reference: "PractitionerRole/prac-1-role" },
+    recordedDate: daysAgo(400) }, "an old diagnosis");
+  const before = (await visitsOf(tok.resident)).length;
+  const page = await residentPage();
+  const cond = page.getByLabel("复诊的疾病");
+  await cond.locator("option", { hasText: "(E11)" }).waitFor({ state: "attached" });
+  await cond.selectOption({ label: await cond.locator("option", { hasText: "(E11)" }).textContent() });
+  await page.getByLabel("医生").selectOption("PractitionerRole/prac-1-role");
+  await page.getByRole("button", { name: "发起复诊" }).click();
+  const status = page.locator("#start-status");
+  await status.and(page.locator("[data-kind=error]")).waitFor();
+  const r = await server.api("POST", "/api/ih/visits", { token: tok.resident,
+    json: { doctor: "PractitionerRole/prac-1-role", condition: { system: ICD10, code: "E11", display: "2型糖尿病" } } });
+  assert.equal(r.status, 422);
+  assert.equal(r.body.issue[0].details.coding[0].code, "no-diagnosis");
+  assert.equal(await status.textContent(), r.body.issue[0].diagnostics, "the server's words on the page");
+  await page.getByRole("link", { name: "预约线下门诊" }).waitFor();
+  assert.equal((await visitsOf(tok.resident)).length, before, "no visit was opened");
+  expectClean(assert, page);
+  await page.context().close();
+});
+
+test("the doctor sends the patient to in-person care with a reason; the resident reads it and can no longer write", async (t) => {
+  if (needs(t, "visits")) return;
+  await endVisits();
+  const visit = await openVisitApi();
+  const doctor = await staffPage(DEMO.doctor, "互联网诊室", /\/web\/doctor\.html/);
+  await doctor.locator(`#queue-list li[data-visit="${visit}"]`).getByRole("button", { name: "接诊" }).click();
+  await doctor.getByLabel("病情变化，转线下就诊").check();
+  await doctor.getByRole("button", { name: "结束问诊" }).click();
+  await doctor.locator("#end-status").getByText("转线下就诊须写明原因。").waitFor();
+  assert.equal((await ok("GET", "/api/ih/visits/" + visit, tok.doctor)).status, "open", "nothing sent without a reason");
+  await doctor.getByLabel("说明（转线下时必填）").fill("血压控制不佳，需线下调整用药");
+  await doctor.getByRole("button", { name: "结束问诊" }).click();
+  await doctor.locator("#end-status").getByText("已建议患者到线下就诊。").waitFor();
+  await doctor.locator("#visit-status").getByText(/已转线下就诊/).waitFor();
+  const v = await ok("GET", "/api/ih/visits/" + visit, tok.resident);
+  assert.equal(v.status, "redirected");
+  assert.equal(v.endReason, "血压控制不佳，需线下调整用药");
+  assert.equal((await visitsOf(tok.doctor)).some((x) => x.id === visit), false, "gone from the queue");
+
+  const resident = await residentPage();
+  const item = resident.locator(`#visit-list li[data-visit="${visit}"]`);
+  await item.getByText("已转线下就诊").waitFor();
+  await item.getByRole("button", { name: "查看记录" }).click();
+  await resident.locator("#chat-state").getByText("医生建议您到线下就诊：血压控制不佳，需线下调整用药").waitFor();
+  assert.equal(await resident.locator("#chat-form").getByRole("button", { name: "发送", exact: true }).isDisabled(), true);
+  for (const p of [doctor, resident]) {
+    expectClean(assert, p);
+    await p.context().close();
+  }
+});
+
+test("a rejection with coded reasons and text reaches the doctor and the resident", async (t) => {
+  if (needs(t, "visits", "rx", "flow")) return;
+  await endVisits();
+  const visit = await openVisitApi();
+  const made = await ok("POST", "/api/rx/prescriptions", tok.doctor, { visit: "Encounter/" + visit,
+    items: [{ drug: AMLODIPINE, dose: 10, timesPerDay: 1, days: 7, quantity: 1 }] });
+  const id = made.prescription;
+  const reviewer = await staffPage(DEMO.reviewer, "处方审核", /\/web\/review\.html/);
+  const row = reviewer.locator(`#queue-list li[data-rx="${id}"]`);
+  await row.getByText(/苯磺酸氨氯地平片 10 mg/).waitFor();
+  await row.getByText("驳回…").click();
+  await row.getByRole("button", { name: "驳回处方" }).click();
+  await row.getByText("驳回须至少选择一个原因。").waitFor();
+  assert.equal((await prescription(id, tok.reviewer)).status, "pending", "nothing decided without a reason");
+  await row.getByLabel(/^2-5 /).check();
+  await row.getByLabel("说明", { exact: true }).fill("起始剂量偏大，请从 5 mg 开始");
+  await row.getByRole("button", { name: "驳回处方" }).click();
+  await reviewer.locator("#queue-status").getByText(/已驳回 王小明/).waitFor();
+  const p = await prescription(id);
+  assert.equal(p.status, "rejected");
+  assert.deepEqual(p.review.codes.map((c) => c.code), ["2-5"]);
+  assert.equal(p.review.text, "起始剂量偏大，请从 5 mg 开始");
+
+  const doctor = await staffPage(DEMO.doctor, "互联网诊室", /\/web\/doctor\.html/);
+  await doctor.locator(`#queue-list li[data-visit="${visit}"]`).getByRole("button", { name: "接诊" }).click();
+  const mine = doctor.locator(`#vrx-list li[data-rx="${id}"]`);
+  await mine.getByText("审核未通过").waitFor();
+  await mine.getByText("2-5 用法、用量不适宜的").waitFor();
+  await mine.getByText("起始剂量偏大，请从 5 mg 开始").waitFor();
+
+  const resident = await residentPage();
+  const rx = resident.locator(`#rx-list li[data-rx="${id}"]`);
+  await rx.getByText("审核未通过").waitFor();
+  await rx.getByText("药师未通过此处方，请在问诊中联系医生。").waitFor();
+  assert.equal(await rx.locator(".redeem-code").count(), 0, "no code for a rejected prescription");
+  for (const pg of [reviewer, doctor, resident]) {
+    expectClean(assert, pg);
+    await pg.context().close();
+  }
+});
