@@ -42,7 +42,10 @@ function msg(id, m) {
 function conditionOf(v) {
   const enc = state.encounter[v.id];
   for (const rc of (enc && enc.reasonCode) || [])
-    for (const c of rc.coding || []) if (c.code === v.condition.code) return (rc.text || c.display || c.code) + " (" + c.code + ")";
+    for (const c of rc.coding || []) {
+      const name = rc.text || c.display;
+      if (c.code === v.condition.code) return name && name !== c.code ? name + " (" + c.code + ")" : c.code;
+    }
   return (v.condition && v.condition.code) || "";
 }
 
