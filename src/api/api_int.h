@@ -205,6 +205,7 @@ jk_rc jk_api_schedule_generate(struct jk_http_req *rq);
 jk_rc jk_api_booking_stats(struct jk_http_req *rq);
 /* rx_api.c: prescribing (docs/internals/rx.md); rules installed by jk_rx_start */
 jk_rc jk_api_rx_check(struct jk_http_req *rq);
+jk_rc jk_api_rx_formulary(struct jk_http_req *rq);
 jk_rc jk_api_rx_prescribe(struct jk_http_req *rq);
 jk_rc jk_api_rx_verify(struct jk_http_req *rq);
 /* ih_api.c: online follow-up visits of the internet hospital (docs/internals/rx.md); rules

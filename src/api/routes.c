@@ -37,6 +37,7 @@ static const struct jk_route routes[] = {
     {"POST", "/fhir/R4/Appointment/:id/$checkin", jk_api_booking_checkin},
     {"POST", "/fhir/R4/Appointment/:id/$complete", jk_api_booking_complete},
     {"POST", "/api/rx/check", jk_api_rx_check},
+    {"GET", "/api/rx/formulary", jk_api_rx_formulary},
     {"POST", "/api/rx/prescriptions", jk_api_rx_prescribe},
     {"POST", "/fhir/R4/MedicationRequest/$verify-signature", jk_api_rx_verify},
     {"GET", "/fhir/R4/AuditEvent", jk_api_audit_search},

@@ -445,3 +445,46 @@ jk_rc jk_api_rx_verify(struct jk_http_req *rq)
     jk_http_add_header(rq, "Cache-Control", "no-store");
     return jk_http_respond(rq, 200, JK_FHIR_JSON, t, n);
 }
+
+/* ---- GET /api/rx/formulary?org= ---- */
+
+jk_rc jk_api_rx_formulary(struct jk_http_req *rq)
+{
+    enum { MAX_DRUGS = 1000 };
+    struct jk_api_guard *g;
+    jk_rc rc = jk_api_guard(rq, "search", &g);
+    if (rc) return rc;
+    if (!rules()) return JK_EINTERNAL;
+    const char *org = jk_http_query_get(rq, "org");
+    if (!org && !g->is_off) org = g->p.org;
+    org = org && *org ? jk_api_ref_id(org, "Organization") : NULL;
+    if (org && !jk_fhir_id_ok(org))
+        return jk_diag_add(&rq->diag, JK_EINVAL, "value", "org", "org must be Organization/<id>");
+    const struct jk_rx_drug **d = jk_arena_alloc(rq->arena, MAX_DRUGS * sizeof *d);
+    if (!d) return JK_ENOMEM;
+    size_t n = jk_rx_formulary(rules(), org, d, MAX_DRUGS);
+    struct json_object *out = json_object_new_object(), *arr = json_object_new_array();
+    for (size_t i = 0; i < n; i++) {
+        struct json_object *o = json_object_new_object();
+        json_object_object_add(o, "code", json_object_new_string(d[i]->code));
+        json_object_object_add(o, "name", json_object_new_string(d[i]->name));
+        if (d[i]->name_en)
+            json_object_object_add(o, "nameEn", json_object_new_string(d[i]->name_en));
+        if (d[i]->package)
+            json_object_object_add(o, "package", json_object_new_string(d[i]->package));
+        json_object_object_add(o, "form", json_object_new_string(d[i]->form));
+        json_object_object_add(o, "unit", json_object_new_string(d[i]->unit));
+        json_object_object_add(o, "class", json_object_new_string(d[i]->klass));
+        json_object_object_add(o, "doseMin", json_object_new_double(d[i]->dose_min));
+        json_object_object_add(o, "doseMax", json_object_new_double(d[i]->dose_max));
+        json_object_object_add(o, "priceFen", json_object_new_int64(d[i]->price_fen));
+        json_object_object_add(o, "chronic", json_object_new_boolean(d[i]->is_chronic));
+        json_object_array_add(arr, o);
+    }
+    json_object_object_add(out, "drugs", arr);
+    size_t len;
+    const char *text = jk_json_text(out, rq->arena, &len);
+    json_object_put(out);
+    if (!text) return JK_ENOMEM;
+    return jk_http_respond(rq, 200, "application/json; charset=utf-8", text, len);
+}

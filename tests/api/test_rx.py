@@ -255,3 +255,19 @@ def test_rx_bad_input_names_the_field(t):
     r = e.call("POST", FHIR + "/MedicationRequest/$verify-signature", "demo-resident",
                {"resourceType": "Parameters"})
     expect_status(r, 400, "no prescription parameter")
+
+
+def test_rx_formulary_lists_the_institutions_drugs(t):
+    e = env_of(t)
+    r = e.call("GET", "/api/rx/formulary", "demo-doctor")
+    expect_status(r, 200, "the doctor's institution's formulary")
+    drugs = r.json["drugs"]
+    expect(len(drugs) >= 20, "the hospital lists the whole formulary: %d" % len(drugs))
+    codes = [d["code"] for d in drugs]
+    expect_eq(codes, sorted(codes), "in code order")
+    expect(all(d["name"] and d["unit"] and d["priceFen"] >= 0 for d in drugs),
+           "names, units, prices")
+    chc = e.call("GET", "/api/rx/formulary?org=Organization/chc-fz-gulou", "demo-doctor")
+    expect_status(chc, 200, "a community centre's formulary")
+    expect(0 < len(chc.json["drugs"]) < len(drugs), "its own shorter list")
+    expect_status(e.call("GET", "/api/rx/formulary?org=bad%20id", "demo-doctor"), 400, "a bad org")

@@ -463,3 +463,12 @@ jk_rc jk_rx_age(const struct jk_rx_rules *r, const char *birth_date, int64_t now
     *age_years = y - by - (m < bm || (m == bm && d < bd));
     return JK_OK;
 }
+
+size_t jk_rx_formulary(const struct jk_rx_rules *r, const char *org, const struct jk_rx_drug **out,
+                       size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < r->n_drugs && n < max; i++)
+        if (jk_rx_drug(r, org, r->drugs[i].code)) out[n++] = &r->drugs[i];
+    return n;
+}

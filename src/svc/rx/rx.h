@@ -73,6 +73,11 @@ jk_rc jk_rx_age(const struct jk_rx_rules *r, const char *birth_date, int64_t now
  * an institution its own list), or NULL. */
 const struct jk_rx_drug *jk_rx_drug(const struct jk_rx_rules *r, const char *org, const char *code);
 
+/* The drugs of org's formulary (all of them when the rules give org no list of its own), in
+ * code order, at most max into out; how many. */
+size_t jk_rx_formulary(const struct jk_rx_rules *r, const char *org, const struct jk_rx_drug **out,
+                       size_t max);
+
 /* ---- a prescription and its checks ---- */
 
 #define JK_RX_MAX_ITEMS 16 /* items a request may carry (the rule's limit is lower) */
