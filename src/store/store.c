@@ -2,11 +2,13 @@
  * that forwards to the backend. */
 #include "store/store.h"
 
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/arena.h"
 #include "core/log.h"
 #include "core/time.h"
 #include "store/store_int.h"
@@ -663,4 +665,60 @@ int64_t jk_stmt_changes(jk_stmt *s)
 void jk_stmt_reset(jk_stmt *s)
 {
     be_of_stmt(s)->reset(s);
+}
+
+/* ---- statements bound from a list of types ---- */
+
+static jk_rc bind_list(jk_stmt *s, const char *types, va_list ap)
+{
+    jk_rc rc = JK_OK;
+    for (int i = 0; !rc && types[i]; i++) {
+        if (types[i] == 't') {
+            const char *t = va_arg(ap, const char *);
+            rc = t ? jk_stmt_text_arg(s, i + 1, t, strlen(t)) : jk_stmt_null_arg(s, i + 1);
+        } else {
+            rc = jk_stmt_int_arg(s, i + 1, va_arg(ap, int64_t));
+        }
+    }
+    return rc;
+}
+
+jk_rc jk_conn_query(jk_conn *c, const char *sql, jk_stmt **s, int *has_row, const char *types, ...)
+{
+    va_list ap;
+    int dummy;
+    *s = NULL;
+    jk_rc rc = jk_conn_prepare(c, sql, s);
+    va_start(ap, types);
+    if (!rc) rc = bind_list(*s, types, ap);
+    va_end(ap);
+    if (!rc) rc = jk_stmt_step(*s, has_row ? has_row : &dummy);
+    return rc;
+}
+
+jk_rc jk_conn_run(jk_conn *c, const char *sql, int64_t *changes, const char *types, ...)
+{
+    va_list ap;
+    int has_row;
+    jk_stmt *s = NULL;
+    jk_rc rc = jk_conn_prepare(c, sql, &s);
+    va_start(ap, types);
+    if (!rc) rc = bind_list(s, types, ap);
+    va_end(ap);
+    if (!rc) rc = jk_stmt_step(s, &has_row);
+    if (!rc && changes) *changes = jk_stmt_changes(s);
+    if (s) jk_stmt_reset(s);
+    return rc;
+}
+
+const char *jk_stmt_col_dup(struct jk_arena *a, jk_stmt *s, int i)
+{
+    size_t n = 0;
+    const char *t = jk_stmt_col_text(s, i, &n);
+    char *out = jk_arena_alloc(a, n + 1);
+    if (out) {
+        memcpy(out, t ? t : "", n);
+        out[n] = '\0';
+    }
+    return out;
 }

@@ -101,6 +101,20 @@ int64_t jk_stmt_changes(jk_stmt *s);
 /* Ends the statement's use: releases the row set and bindings. Safe to call twice. */
 void jk_stmt_reset(jk_stmt *s);
 
+/* Prepares sql (cached as with jk_conn_prepare), binds the arguments by types ('t' a text,
+ * NULL for SQL NULL; 'i' an int64_t) and steps once. The caller reads the row (when
+ * *has_row; has_row may be NULL) and resets *s (NULL when it could not be prepared). */
+jk_rc jk_conn_query(jk_conn *c, const char *sql, jk_stmt **s, int *has_row, const char *types, ...);
+
+/* jk_conn_query for a statement whose rows are not read (it is reset at once); *changes (may
+ * be NULL) is the number of rows it changed. */
+jk_rc jk_conn_run(jk_conn *c, const char *sql, int64_t *changes, const char *types, ...);
+
+/* Column i of the current row as a NUL-terminated copy in arena a ("" for NULL); NULL when
+ * out of memory. */
+struct jk_arena;
+const char *jk_stmt_col_dup(struct jk_arena *a, jk_stmt *s, int i);
+
 /* The connection's last error message (static or owned by the connection). */
 const char *jk_conn_errmsg(jk_conn *c);
 

@@ -23,61 +23,6 @@
 #define MS_PER_DAY 86400000LL
 #define MAX_TRIES  64 /* claims lost to concurrent claimants before giving up */
 
-/* Prepares sql, binds the arguments ('t' text, 'i' int64) and steps once. The caller reads
- * the row (when *has_row) and resets the statement. */
-static jk_rc q(jk_conn *c, const char *sql, jk_stmt **s, int *has_row, const char *types, ...)
-{
-    va_list ap;
-    int dummy;
-    *s = NULL;
-    jk_rc rc = jk_conn_prepare(c, sql, s);
-    va_start(ap, types);
-    for (int i = 0; !rc && types[i]; i++) {
-        if (types[i] == 't') {
-            const char *t = va_arg(ap, const char *);
-            rc = t ? jk_stmt_text_arg(*s, i + 1, t, strlen(t)) : jk_stmt_null_arg(*s, i + 1);
-        } else
-            rc = jk_stmt_int_arg(*s, i + 1, va_arg(ap, int64_t));
-    }
-    va_end(ap);
-    if (!rc) rc = jk_stmt_step(*s, has_row ? has_row : &dummy);
-    return rc;
-}
-
-/* q for a statement whose rows are not read: reset at once. *changes (may be NULL). */
-static jk_rc exec(jk_conn *c, const char *sql, int64_t *changes, const char *types, ...)
-{
-    va_list ap;
-    int has_row;
-    jk_stmt *s = NULL;
-    jk_rc rc = jk_conn_prepare(c, sql, &s);
-    va_start(ap, types);
-    for (int i = 0; !rc && types[i]; i++) {
-        if (types[i] == 't') {
-            const char *t = va_arg(ap, const char *);
-            rc = t ? jk_stmt_text_arg(s, i + 1, t, strlen(t)) : jk_stmt_null_arg(s, i + 1);
-        } else
-            rc = jk_stmt_int_arg(s, i + 1, va_arg(ap, int64_t));
-    }
-    va_end(ap);
-    if (!rc) rc = jk_stmt_step(s, &has_row);
-    if (!rc && changes) *changes = jk_stmt_changes(s);
-    if (s) jk_stmt_reset(s);
-    return rc;
-}
-
-static const char *col(struct jk_arena *a, jk_stmt *s, int i)
-{
-    size_t n;
-    const char *t = jk_stmt_col_text(s, i, &n);
-    char *out = jk_arena_alloc(a, n + 1);
-    if (out) {
-        memcpy(out, t ? t : "", n);
-        out[n] = '\0';
-    }
-    return out;
-}
-
 static void col_into(jk_stmt *s, int i, char *out, size_t outlen)
 {
     size_t n;
@@ -121,7 +66,7 @@ jk_rc jk_bk_slot_get(jk_conn *c, const char *slot_id, struct jk_bk_slot *out)
     static const char sql[] = "SELECT " SLOT_COLS " FROM bk_slot WHERE slot_id = ?";
     jk_stmt *s;
     int has_row;
-    jk_rc rc = q(c, sql, &s, &has_row, "t", slot_id);
+    jk_rc rc = jk_conn_query(c, sql, &s, &has_row, "t", slot_id);
     if (!rc && !has_row) rc = JK_ENOTFOUND;
     if (!rc) {
         char *f[] = {out->slot_id,   out->schedule_id, out->org,     out->service, out->actor,
@@ -160,8 +105,9 @@ jk_rc jk_bk_free_places(jk_conn *c, const struct jk_bk_call *k, const struct jk_
     if (!sql[0]) snprintf(sql, sizeof sql, "%s%s", head, claim_where); /* same text each time */
     jk_stmt *s;
     int has_row;
-    jk_rc rc = q(c, sql, &s, &has_row, "ttiiii", sl->slot_id, jk_bk_channel_name(w->channel),
-                 k->now_ms, k->now_ms, (int64_t)may_take_returned(w), k->now_ms);
+    jk_rc rc =
+        jk_conn_query(c, sql, &s, &has_row, "ttiiii", sl->slot_id, jk_bk_channel_name(w->channel),
+                      k->now_ms, k->now_ms, (int64_t)may_take_returned(w), k->now_ms);
     *n = !rc && has_row ? (int)jk_stmt_col_int(s, 0) : 0;
     if (s) jk_stmt_reset(s);
     return rc;
@@ -232,12 +178,12 @@ static jk_rc counters_n(jk_conn *c, const struct jk_bk_call *k, const struct jk_
         int64_t n = 0;
         if (!key) return JK_ENOMEM;
         if (delta < 0) {
-            jk_rc rc = exec(c, sql_down, NULL, "tt", person, key);
+            jk_rc rc = jk_conn_run(c, sql_down, NULL, "tt", person, key);
             if (rc) return rc;
             continue;
         }
-        jk_rc rc = exec(c, sql_row, NULL, "tt", person, key);
-        if (!rc) rc = exec(c, sql_up, &n, "tti", person, key, (int64_t)l->max);
+        jk_rc rc = jk_conn_run(c, sql_row, NULL, "tt", person, key);
+        if (!rc) rc = jk_conn_run(c, sql_up, &n, "tti", person, key, (int64_t)l->max);
         if (rc) return rc;
         if (n == 0) {
             const char *zh = jk_arena_printf(
@@ -279,17 +225,17 @@ struct row {
 static void read_row(struct jk_arena *a, jk_stmt *s, struct row *r)
 {
     r->b.id = jk_stmt_col_int(s, 0);
-    r->b.appointment_id = jk_stmt_col_is_null(s, 1) ? NULL : col(a, s, 1);
-    r->b.state = col(a, s, 2);
-    r->b.channel = col(a, s, 3);
-    r->b.patient_id = col(a, s, 4);
-    r->b.person = col(a, s, 5);
-    r->b.slot_id = col(a, s, 6);
+    r->b.appointment_id = jk_stmt_col_is_null(s, 1) ? NULL : jk_stmt_col_dup(a, s, 1);
+    r->b.state = jk_stmt_col_dup(a, s, 2);
+    r->b.channel = jk_stmt_col_dup(a, s, 3);
+    r->b.patient_id = jk_stmt_col_dup(a, s, 4);
+    r->b.person = jk_stmt_col_dup(a, s, 5);
+    r->b.slot_id = jk_stmt_col_dup(a, s, 6);
     r->b.until_ms = jk_stmt_col_int(s, 7);
     r->b.is_late = (int)jk_stmt_col_int(s, 8);
-    r->org = r->b.org = col(a, s, 9);
-    r->service = col(a, s, 10);
-    r->day = col(a, s, 11);
+    r->org = r->b.org = jk_stmt_col_dup(a, s, 9);
+    r->service = jk_stmt_col_dup(a, s, 10);
+    r->day = jk_stmt_col_dup(a, s, 11);
     r->place_id = jk_stmt_col_int(s, 12);
     r->account_id = jk_stmt_col_int(s, 13);
 }
@@ -302,8 +248,8 @@ static jk_rc row_get(jk_conn *c, struct jk_arena *a, int64_t id, const char *app
         "SELECT " BOOKING_COLS " FROM bk_booking WHERE appointment_id = ?";
     jk_stmt *s;
     int has_row;
-    jk_rc rc = appointment_id ? q(c, by_appt, &s, &has_row, "t", appointment_id)
-                              : q(c, by_id, &s, &has_row, "i", id);
+    jk_rc rc = appointment_id ? jk_conn_query(c, by_appt, &s, &has_row, "t", appointment_id)
+                              : jk_conn_query(c, by_id, &s, &has_row, "i", id);
     if (!rc && !has_row) rc = JK_ENOTFOUND;
     if (!rc) read_row(a, s, r);
     if (s) jk_stmt_reset(s);
@@ -328,7 +274,7 @@ static jk_rc release(jk_conn *c, const struct jk_bk_call *k, const struct row *r
     struct jk_bk_policy p;
     jk_bk_policy(k->rules, r->org, &p);
     jk_rc rc = counters(c, k, &p, r->b.person, r->org, r->service, r->day, -1);
-    if (!rc && !keep_place) rc = exec(c, sql_place, NULL, "ii", r->place_id, r->b.id);
+    if (!rc && !keep_place) rc = jk_conn_run(c, sql_place, NULL, "ii", r->place_id, r->b.id);
     return rc;
 }
 
@@ -343,7 +289,7 @@ static jk_rc release_lapsed(jk_conn *c, const struct jk_bk_call *k, const char *
     size_t n = 0;
     jk_stmt *s;
     int has_row;
-    jk_rc rc = q(c, sql, &s, &has_row, "ti", person, k->now_ms);
+    jk_rc rc = jk_conn_query(c, sql, &s, &has_row, "ti", person, k->now_ms);
     while (!rc && has_row && n < 16) {
         read_row(k->a, s, &rows[n++]);
         rc = jk_stmt_step(s, &has_row);
@@ -351,7 +297,7 @@ static jk_rc release_lapsed(jk_conn *c, const struct jk_bk_call *k, const char *
     if (s) jk_stmt_reset(s);
     for (size_t i = 0; !rc && i < n; i++) {
         int64_t changed = 0;
-        rc = exec(c, sql_lapse, &changed, "ii", k->now_ms, rows[i].b.id);
+        rc = jk_conn_run(c, sql_lapse, &changed, "ii", k->now_ms, rows[i].b.id);
         if (!rc && changed) rc = release(c, k, &rows[i], 0);
     }
     return rc;
@@ -367,7 +313,7 @@ static jk_rc lapse_taken(jk_conn *c, const struct jk_bk_call *k, int64_t booking
     int64_t changed = 0;
     jk_rc rc = row_get(c, k->a, booking_id, NULL, &r);
     if (rc == JK_ENOTFOUND) return JK_OK;
-    if (!rc) rc = exec(c, sql_lapse, &changed, "ii", k->now_ms, booking_id);
+    if (!rc) rc = jk_conn_run(c, sql_lapse, &changed, "ii", k->now_ms, booking_id);
     if (!rc && changed) rc = release(c, k, &r, 1);
     return rc;
 }
@@ -382,7 +328,7 @@ jk_rc jk_bk_no_place(jk_conn *c, const struct jk_bk_call *k, const struct jk_bk_
                                     "channel = ? AND open_ms > ? AND state = 'free'";
     jk_stmt *s;
     int has_row;
-    jk_rc rc = q(c, sql_opens, &s, &has_row, "tti", sl->slot_id, ch, now);
+    jk_rc rc = jk_conn_query(c, sql_opens, &s, &has_row, "tti", sl->slot_id, ch, now);
     int64_t opens = !rc && has_row && !jk_stmt_col_is_null(s, 0) ? jk_stmt_col_int(s, 0) : 0;
     if (s) jk_stmt_reset(s);
     if (rc) return rc;
@@ -423,7 +369,8 @@ static jk_rc claim(jk_conn *c, const struct jk_bk_call *k, const struct jk_bk_sl
         int has_row;
         int64_t id = 0, prev = 0, changed = 0;
         int was_held = 0;
-        jk_rc rc = q(c, sql_pick, &s, &has_row, "ttiiii", sl->slot_id, ch, now, now, ret, now);
+        jk_rc rc =
+            jk_conn_query(c, sql_pick, &s, &has_row, "ttiiii", sl->slot_id, ch, now, now, ret, now);
         if (!rc && has_row) {
             id = jk_stmt_col_int(s, 0);
             was_held = !strcmp(jk_stmt_col_text(s, 1, NULL), "held");
@@ -432,8 +379,8 @@ static jk_rc claim(jk_conn *c, const struct jk_bk_call *k, const struct jk_bk_sl
         if (s) jk_stmt_reset(s);
         if (rc) return rc;
         if (!has_row) break;
-        rc = exec(c, sql_take, &changed, "iittiiiii", booking_id, until_ms, sl->slot_id, ch, now,
-                  now, ret, now, id);
+        rc = jk_conn_run(c, sql_take, &changed, "iittiiiii", booking_id, until_ms, sl->slot_id, ch,
+                         now, now, ret, now, id);
         if (rc) return rc;
         if (!changed) continue; /* another transaction took it first: the next one */
         *place_id = id;
@@ -462,7 +409,7 @@ jk_rc jk_bk_suspension(jk_conn *c, const char *person, int64_t now_ms, int64_t *
         "SELECT until_ms, noshows FROM bk_suspension WHERE person = ? AND until_ms > ?";
     jk_stmt *s;
     int has_row;
-    jk_rc rc = q(c, sql, &s, &has_row, "ti", person, now_ms);
+    jk_rc rc = jk_conn_query(c, sql, &s, &has_row, "ti", person, now_ms);
     *until_ms = !rc && has_row ? jk_stmt_col_int(s, 0) : 0;
     if (noshows) *noshows = !rc && has_row ? (int)jk_stmt_col_int(s, 1) : 0;
     if (s) jk_stmt_reset(s);
@@ -500,7 +447,7 @@ static jk_rc admit(jk_conn *c, const struct jk_bk_call *k, const struct jk_bk_po
                             "this year (rule noshow.ladder): book again from then",
                             when, noshows));
     }
-    if ((rc = q(c, sql_session, &s, &has_row, "tt", person, skey))) {
+    if ((rc = jk_conn_query(c, sql_session, &s, &has_row, "tt", person, skey))) {
         if (s) jk_stmt_reset(s);
         return rc;
     }
@@ -524,9 +471,9 @@ static jk_rc insert_booking(jk_conn *c, const struct jk_bk_call *k, const struct
         " VALUES (?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id";
     jk_stmt *s;
     int has_row;
-    jk_rc rc = q(c, sql, &s, &has_row, "tttittttttiii", sl->slot_id, person, w->patient_id,
-                 w->account_id, jk_bk_channel_name(w->channel), sl->org, sl->service, sl->day, skey,
-                 state, until_ms, k->now_ms, k->now_ms);
+    jk_rc rc = jk_conn_query(c, sql, &s, &has_row, "tttittttttiii", sl->slot_id, person,
+                             w->patient_id, w->account_id, jk_bk_channel_name(w->channel), sl->org,
+                             sl->service, sl->day, skey, state, until_ms, k->now_ms, k->now_ms);
     *id = !rc && has_row ? jk_stmt_col_int(s, 0) : 0;
     if (s) jk_stmt_reset(s);
     if (rc == JK_ECONFLICT) /* a concurrent booking of the same person won the session */
@@ -553,7 +500,7 @@ static jk_rc take(jk_conn *c, const struct jk_bk_call *k, const struct jk_bk_slo
     if (!rc) rc = admit(c, k, &p, sl, w, person, skey);
     if (!rc) rc = insert_booking(c, k, sl, w, person, skey, state, until_ms, &out->b.id);
     if (!rc) rc = claim(c, k, sl, w, out->b.id, until_ms, &out->place_id);
-    if (!rc) rc = exec(c, sql_place, NULL, "ii", out->place_id, out->b.id);
+    if (!rc) rc = jk_conn_run(c, sql_place, NULL, "ii", out->place_id, out->b.id);
     if (rc) return rc;
     out->b.state = state;
     out->b.channel = jk_bk_channel_name(w->channel);
@@ -591,7 +538,7 @@ jk_rc jk_bk_owned(jk_conn *c, const char *type, const char *id, int *is_owned, c
     static const char sql_slot[] = "SELECT 1 FROM bk_slot WHERE slot_id = ?";
     int is_appt = !strcmp(type, "Appointment");
     jk_stmt *s;
-    jk_rc rc = q(c, is_appt ? sql_appt : sql_slot, &s, is_owned, "t", id);
+    jk_rc rc = jk_conn_query(c, is_appt ? sql_appt : sql_slot, &s, is_owned, "t", id);
     if (s) jk_stmt_reset(s);
     *how = is_appt ? "is a booking of the pool: change it with $cancel, $reschedule, $checkin "
                      "or $complete"
@@ -726,7 +673,7 @@ static jk_rc slot_booked(jk_conn *c, const struct jk_bk_call *k, const char *slo
                               " RETURNING n_booked, capacity";
     jk_stmt *s;
     int has_row;
-    jk_rc rc = q(c, sql, &s, &has_row, "it", (int64_t)delta, slot_id);
+    jk_rc rc = jk_conn_query(c, sql, &s, &has_row, "it", (int64_t)delta, slot_id);
     int64_t n = !rc && has_row ? jk_stmt_col_int(s, 0) : -1;
     int64_t cap = !rc && has_row ? jk_stmt_col_int(s, 1) : -1;
     if (s) jk_stmt_reset(s);
@@ -844,8 +791,8 @@ static jk_rc confirm(jk_conn *c, const struct jk_bk_call *k, const struct jk_bk_
     if (!id) return JK_ENOMEM;
     r->b.appointment_id = id;
     r->b.state = "booked";
-    jk_rc rc = exec(c, sql_state, NULL, "titi", "booked", k->now_ms, id, r->b.id);
-    if (!rc) rc = exec(c, sql_place_booked, NULL, "ii", r->place_id, r->b.id);
+    jk_rc rc = jk_conn_run(c, sql_state, NULL, "titi", "booked", k->now_ms, id, r->b.id);
+    if (!rc) rc = jk_conn_run(c, sql_place_booked, NULL, "ii", r->place_id, r->b.id);
     if (!rc) rc = slot_booked(c, k, sl->slot_id, 1);
     if (rc) return rc;
     struct json_object *a = appointment_new(k, sl, r);
@@ -909,15 +856,15 @@ static jk_rc offer(jk_conn *c, const struct jk_bk_call *k, const struct jk_bk_sl
     for (int i = 0; i < 16; i++) {
         jk_stmt *s;
         int has_row;
-        jk_rc rc = q(c, sql_first, &s, &has_row, "t", sl->slot_id);
+        jk_rc rc = jk_conn_query(c, sql_first, &s, &has_row, "t", sl->slot_id);
         if (rc || !has_row) {
             if (s) jk_stmt_reset(s);
             return rc;
         }
         int64_t wait_id = jk_stmt_col_int(s, 0);
         struct jk_bk_who w = {.account_id = jk_stmt_col_int(s, 3)};
-        const char *person = col(k->a, s, 1);
-        w.patient_id = col(k->a, s, 2);
+        const char *person = jk_stmt_col_dup(k->a, s, 1);
+        w.patient_id = jk_stmt_col_dup(k->a, s, 2);
         w.channel = (enum jk_bk_channel)jk_bk_channel_parse(jk_stmt_col_text(s, 4, NULL));
         jk_stmt_reset(s);
         /* Whether the offer would be refused, asked before anything is changed (a refusal
@@ -931,10 +878,10 @@ static jk_rc offer(jk_conn *c, const struct jk_bk_call *k, const struct jk_bk_sl
         jk_stmt *s2 = NULL;
         rc = jk_bk_suspension(c, person, k->now_ms, &until, NULL);
         if (!rc)
-            rc = q(c,
-                   "SELECT 1 FROM bk_booking WHERE person = ? AND session_key = ? AND "
-                   "state IN ('held', 'booked', 'arrived')",
-                   &s2, &has_row, "tt", person, skey);
+            rc = jk_conn_query(c,
+                               "SELECT 1 FROM bk_booking WHERE person = ? AND session_key = ? AND "
+                               "state IN ('held', 'booked', 'arrived')",
+                               &s2, &has_row, "tt", person, skey);
         if (s2) jk_stmt_reset(s2);
         if (rc) return rc;
         int is_ok = !has_row && !(until && w.channel == JK_BK_ONLINE);
@@ -951,7 +898,7 @@ static jk_rc offer(jk_conn *c, const struct jk_bk_call *k, const struct jk_bk_sl
             if (rc) return rc;
         }
         if (!is_ok) {
-            if ((rc = exec(c, sql_done, NULL, "tti", "left", (const char *)NULL, wait_id)))
+            if ((rc = jk_conn_run(c, sql_done, NULL, "tti", "left", (const char *)NULL, wait_id)))
                 return rc;
             continue;
         }
@@ -960,22 +907,23 @@ static jk_rc offer(jk_conn *c, const struct jk_bk_call *k, const struct jk_bk_sl
             "INSERT INTO bk_booking (slot_id, place_id, person, patient_id, account_id, channel,"
             " org, service, day, session_key, state, until_ms, created_ms, updated_ms)"
             " VALUES (?, 0, ?, ?, ?, ?, ?, ?, ?, ?, 'held', ?, ?, ?) RETURNING id";
-        rc = q(c, sql_ins, &s, &has_row, "tttitttttiii", sl->slot_id, person, w.patient_id,
-               w.account_id, jk_bk_channel_name(w.channel), sl->org, sl->service, sl->day, skey,
-               hold_until, k->now_ms, k->now_ms);
+        rc = jk_conn_query(c, sql_ins, &s, &has_row, "tttitttttiii", sl->slot_id, person,
+                           w.patient_id, w.account_id, jk_bk_channel_name(w.channel), sl->org,
+                           sl->service, sl->day, skey, hold_until, k->now_ms, k->now_ms);
         r.b.id = !rc && has_row ? jk_stmt_col_int(s, 0) : 0;
         if (s) jk_stmt_reset(s);
         if (rc) return rc;
         int64_t changed = 0;
-        rc = exec(c,
-                  "UPDATE bk_place SET state = 'held', booking_id = ?, until_ms = ? WHERE id = ? "
-                  "AND state = 'free'",
-                  &changed, "iii", r.b.id, hold_until, place_id);
+        rc = jk_conn_run(
+            c,
+            "UPDATE bk_place SET state = 'held', booking_id = ?, until_ms = ? WHERE id = ? "
+            "AND state = 'free'",
+            &changed, "iii", r.b.id, hold_until, place_id);
         if (!rc && !changed) rc = JK_ECONFLICT;
         if (!rc)
-            rc = exec(c, "UPDATE bk_booking SET place_id = ? WHERE id = ?", NULL, "ii", place_id,
-                      r.b.id);
-        if (!rc) rc = exec(c, sql_done, NULL, "tii", "offered", r.b.id, wait_id);
+            rc = jk_conn_run(c, "UPDATE bk_booking SET place_id = ? WHERE id = ?", NULL, "ii",
+                             place_id, r.b.id);
+        if (!rc) rc = jk_conn_run(c, sql_done, NULL, "tii", "offered", r.b.id, wait_id);
         if (!rc)
             rc = notify(c, k, "booking.offer", NULL, w.patient_id, sl, "hold_until",
                         message_time(k, &p, hold_until), k->now_ms);
@@ -1007,8 +955,8 @@ jk_rc jk_bk_wait(jk_conn *c, const struct jk_bk_call *k, const char *slot_id,
     if (n > 0)
         return refuse(k, JK_ECONFLICT, "not-full", "该时段仍有号源，请直接预约",
                       "this slot still has places: book one instead");
-    rc = q(c, sql, &s, &has_row, "tttiti", slot_id, person, w->patient_id, w->account_id,
-           jk_bk_channel_name(w->channel), k->now_ms);
+    rc = jk_conn_query(c, sql, &s, &has_row, "tttiti", slot_id, person, w->patient_id,
+                       w->account_id, jk_bk_channel_name(w->channel), k->now_ms);
     *wait_id = !rc && has_row ? jk_stmt_col_int(s, 0) : 0;
     if (s) jk_stmt_reset(s);
     if (rc == JK_ECONFLICT)
@@ -1046,13 +994,13 @@ static jk_rc strike(jk_conn *c, const struct jk_bk_call *k, const struct jk_bk_p
     snprintf(year, sizeof year, "%.4s", day);
     snprintf(from, sizeof from, "%s-01-01", year);
     snprintf(to, sizeof to, "%s-12-31", year);
-    jk_rc rc = q(c, sql_count, &s, &has_row, "ttt", person, from, to);
+    jk_rc rc = jk_conn_query(c, sql_count, &s, &has_row, "ttt", person, from, to);
     int64_t n = !rc && has_row ? jk_stmt_col_int(s, 0) : 0;
     if (s) jk_stmt_reset(s);
     for (size_t i = 0; !rc && i < p->n_ladder; i++)
         if (p->ladder[i].count == n)
-            rc = exec(c, sql_suspend, NULL, "tiiti", person,
-                      k->now_ms + p->ladder[i].days * MS_PER_DAY, n, year, k->now_ms);
+            rc = jk_conn_run(c, sql_suspend, NULL, "tiiti", person,
+                             k->now_ms + p->ladder[i].days * MS_PER_DAY, n, year, k->now_ms);
     return rc;
 }
 
@@ -1088,7 +1036,7 @@ jk_rc jk_bk_cancel(jk_conn *c, const struct jk_bk_call *k, const char *appointme
     if (rc) return rc;
     jk_bk_policy(k->rules, sl.org, &p);
     int is_late = k->now_ms > cancel_deadline(&p, &sl);
-    rc = exec(c, sql, &changed, "iii", (int64_t)is_late, k->now_ms, r.b.id);
+    rc = jk_conn_run(c, sql, &changed, "iii", (int64_t)is_late, k->now_ms, r.b.id);
     if (!rc && !changed) rc = JK_ECONFLICT; /* a concurrent change came first */
     if (!rc) rc = release(c, k, &r, 0);
     if (!rc) rc = slot_booked(c, k, sl.slot_id, -1);
@@ -1132,15 +1080,15 @@ jk_rc jk_bk_reschedule(jk_conn *c, const struct jk_bk_call *k, const char *appoi
                       "the deadline for changes has passed (rule cancel.deadline)");
     /* the old booking ends (its place and counters given back), the new one takes over its
      * Appointment */
-    rc = exec(c, sql_old, &changed, "ii", k->now_ms, old.b.id);
+    rc = jk_conn_run(c, sql_old, &changed, "ii", k->now_ms, old.b.id);
     if (!rc && !changed) rc = JK_ECONFLICT;
     if (!rc) rc = release(c, k, &old, 0);
     if (!rc) rc = slot_booked(c, k, from.slot_id, -1);
     struct jk_bk_who w2 = *w;
     w2.patient_id = old.b.patient_id;
     if (!rc) rc = take(c, k, &to, &w2, "booked", 0, &r);
-    if (!rc) rc = exec(c, sql_move, NULL, "ti", appointment_id, r.b.id);
-    if (!rc) rc = exec(c, sql_place_booked, NULL, "ii", r.place_id, r.b.id);
+    if (!rc) rc = jk_conn_run(c, sql_move, NULL, "ti", appointment_id, r.b.id);
+    if (!rc) rc = jk_conn_run(c, sql_place_booked, NULL, "ii", r.place_id, r.b.id);
     if (!rc) rc = slot_booked(c, k, to.slot_id, 1);
     if (!rc) rc = appointment_update(c, k, appointment_id, "booked", &to, NULL);
     if (!rc) rc = jk_outbox_void(c, jk_arena_printf(k->a, "Appointment/%s", appointment_id), NULL);
@@ -1162,7 +1110,7 @@ jk_rc jk_bk_advance(jk_conn *c, const struct jk_bk_call *k, const char *appointm
     struct row r;
     int64_t changed = 0;
     jk_rc rc = booking_in(c, k, appointment_id, is_arrive ? "booked" : "arrived", &r);
-    if (!rc) rc = exec(c, sql, &changed, "tiit", state, k->now_ms, r.b.id, r.b.state);
+    if (!rc) rc = jk_conn_run(c, sql, &changed, "tiit", state, k->now_ms, r.b.id, r.b.state);
     if (!rc && !changed) rc = JK_ECONFLICT;
     if (!rc) rc = appointment_update(c, k, appointment_id, state, NULL, NULL);
     if (!rc && is_arrive)
@@ -1195,12 +1143,12 @@ jk_rc jk_bk_sweep(jk_conn *c, const struct jk_bk_call *k, size_t max, size_t *n_
     int has_row;
     *n_done = 0;
     if (!ids) return JK_ENOMEM;
-    jk_rc rc = q(c, sql_due, &s, &has_row, "t", today);
+    jk_rc rc = jk_conn_query(c, sql_due, &s, &has_row, "t", today);
     while (!rc && has_row && n < max) {
         struct jk_bk_policy p;
         jk_bk_policy(k->rules, jk_stmt_col_text(s, 2, NULL), &p);
         if (jk_stmt_col_int(s, 1) + p.noshow_after_min * MS_PER_MIN <= k->now_ms)
-            ids[n++] = col(k->a, s, 0);
+            ids[n++] = jk_stmt_col_dup(k->a, s, 0);
         rc = jk_stmt_step(s, &has_row);
     }
     if (s) jk_stmt_reset(s);
@@ -1210,7 +1158,7 @@ jk_rc jk_bk_sweep(jk_conn *c, const struct jk_bk_call *k, size_t max, size_t *n_
         int64_t changed = 0;
         if ((rc = row_get(c, k->a, 0, ids[i], &r))) break;
         jk_bk_policy(k->rules, r.org, &p);
-        rc = exec(c, sql_noshow, &changed, "ii", k->now_ms, r.b.id);
+        rc = jk_conn_run(c, sql_noshow, &changed, "ii", k->now_ms, r.b.id);
         if (!rc && changed) rc = appointment_update(c, k, ids[i], "noshow", NULL, NULL);
         if (!rc && changed) rc = strike(c, k, &p, r.b.person, r.day);
         if (!rc && changed) ++*n_done;
@@ -1219,31 +1167,33 @@ jk_rc jk_bk_sweep(jk_conn *c, const struct jk_bk_call *k, size_t max, size_t *n_
     const char *slots[16];
     int64_t waits[16];
     size_t m = 0;
-    if (!rc) rc = q(c, sql_offers, &s, &has_row, "i", k->now_ms);
+    if (!rc) rc = jk_conn_query(c, sql_offers, &s, &has_row, "i", k->now_ms);
     while (!rc && has_row && m < 16) {
         waits[m] = jk_stmt_col_int(s, 0);
-        slots[m++] = col(k->a, s, 1);
+        slots[m++] = jk_stmt_col_dup(k->a, s, 1);
         rc = jk_stmt_step(s, &has_row);
     }
     if (s) jk_stmt_reset(s);
     for (size_t i = 0; !rc && i < m; i++) {
         struct jk_bk_slot sl;
-        rc = exec(c, "UPDATE bk_wait SET state = 'lapsed' WHERE id = ?", NULL, "i", waits[i]);
+        rc =
+            jk_conn_run(c, "UPDATE bk_wait SET state = 'lapsed' WHERE id = ?", NULL, "i", waits[i]);
         if (!rc) rc = jk_bk_slot_get(c, slots[i], &sl);
         if (!rc && sl.start_ms > k->now_ms) {
             /* the lapsed hold is given back first, so its place is free to offer */
             struct row r;
             static const char sql_hold[] = "SELECT b.id FROM bk_booking b JOIN bk_wait w ON "
                                            "w.booking_id = b.id WHERE w.id = ?";
-            rc = q(c, sql_hold, &s, &has_row, "i", waits[i]);
+            rc = jk_conn_query(c, sql_hold, &s, &has_row, "i", waits[i]);
             int64_t bid = !rc && has_row ? jk_stmt_col_int(s, 0) : 0;
             if (s) jk_stmt_reset(s);
             int64_t changed = 0;
             if (!rc && bid && !(rc = row_get(c, k->a, bid, NULL, &r))) {
-                rc = exec(c,
-                          "UPDATE bk_booking SET state = 'lapsed', updated_ms = ? WHERE id = ? "
-                          "AND state = 'held'",
-                          &changed, "ii", k->now_ms, bid);
+                rc = jk_conn_run(
+                    c,
+                    "UPDATE bk_booking SET state = 'lapsed', updated_ms = ? WHERE id = ? "
+                    "AND state = 'held'",
+                    &changed, "ii", k->now_ms, bid);
                 if (!rc && changed) rc = release(c, k, &r, 0);
             }
             if (!rc && changed) rc = offer(c, k, &sl, r.place_id);

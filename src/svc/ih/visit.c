@@ -27,39 +27,6 @@
 
 /* ---- SQL ---- */
 
-/* Prepares sql, binds the arguments ('t' text, 'i' int64) and steps once. The caller reads
- * the row (when *has_row) and resets the statement. */
-static jk_rc q(jk_conn *c, const char *sql, jk_stmt **s, int *has_row, const char *types, ...)
-{
-    va_list ap;
-    int dummy;
-    *s = NULL;
-    jk_rc rc = jk_conn_prepare(c, sql, s);
-    va_start(ap, types);
-    for (int i = 0; !rc && types[i]; i++) {
-        if (types[i] == 't') {
-            const char *t = va_arg(ap, const char *);
-            rc = t ? jk_stmt_text_arg(*s, i + 1, t, strlen(t)) : jk_stmt_null_arg(*s, i + 1);
-        } else
-            rc = jk_stmt_int_arg(*s, i + 1, va_arg(ap, int64_t));
-    }
-    va_end(ap);
-    if (!rc) rc = jk_stmt_step(*s, has_row ? has_row : &dummy);
-    return rc;
-}
-
-static const char *col(struct jk_arena *a, jk_stmt *s, int i)
-{
-    size_t n;
-    const char *t = jk_stmt_col_text(s, i, &n);
-    char *out = jk_arena_alloc(a, n + 1);
-    if (out) {
-        memcpy(out, t ? t : "", n);
-        out[n] = '\0';
-    }
-    return out;
-}
-
 /* ---- refusals ---- */
 
 /* A refusal by a rule: 422 business-rule with the rule as details, in the request's
@@ -500,9 +467,9 @@ static jk_rc find(jk_conn *c, struct jk_arena *a, const char *type, const char *
     const char **ids = jk_arena_alloc(a, MAX_FOUND * sizeof *ids);
     *n = 0;
     if (!ids) return JK_ENOMEM;
-    jk_rc rc = q(c, sql, &s, &has_row, "tttt", type, param, code, patient);
+    jk_rc rc = jk_conn_query(c, sql, &s, &has_row, "tttt", type, param, code, patient);
     while (!rc && has_row && *n < MAX_FOUND) {
-        if (!(ids[(*n)++] = col(a, s, 0))) rc = JK_ENOMEM;
+        if (!(ids[(*n)++] = jk_stmt_col_dup(a, s, 0))) rc = JK_ENOMEM;
         if (!rc) rc = jk_stmt_step(s, &has_row);
     }
     if (s) jk_stmt_reset(s);
@@ -619,22 +586,22 @@ jk_rc jk_ih_visit_get(jk_conn *c, struct jk_arena *a, const char *id, struct jk_
     static const char sql[] = "SELECT " VISIT_COLS " FROM ih_visit WHERE id = ?";
     jk_stmt *s;
     int has_row = 0;
-    jk_rc rc = q(c, sql, &s, &has_row, "t", id);
+    jk_rc rc = jk_conn_query(c, sql, &s, &has_row, "t", id);
     if (!rc && !has_row) rc = JK_ENOTFOUND;
     if (!rc) {
-        v->id = col(a, s, 0);
-        v->patient_id = col(a, s, 1);
-        v->person = col(a, s, 2);
+        v->id = jk_stmt_col_dup(a, s, 0);
+        v->patient_id = jk_stmt_col_dup(a, s, 1);
+        v->person = jk_stmt_col_dup(a, s, 2);
         v->account_id = jk_stmt_col_int(s, 3);
-        v->org = col(a, s, 4);
-        v->doctor = col(a, s, 5);
-        v->condition_code = col(a, s, 6);
-        v->basis = col(a, s, 7);
-        v->guardian = col(a, s, 8);
-        v->status = col(a, s, 9);
+        v->org = jk_stmt_col_dup(a, s, 4);
+        v->doctor = jk_stmt_col_dup(a, s, 5);
+        v->condition_code = jk_stmt_col_dup(a, s, 6);
+        v->basis = jk_stmt_col_dup(a, s, 7);
+        v->guardian = jk_stmt_col_dup(a, s, 8);
+        v->status = jk_stmt_col_dup(a, s, 9);
         v->started_ms = jk_stmt_col_int(s, 10);
         v->ended_ms = jk_stmt_col_is_null(s, 11) ? 0 : jk_stmt_col_int(s, 11);
-        v->end_reason = col(a, s, 12);
+        v->end_reason = jk_stmt_col_dup(a, s, 12);
         v->amount_fen = jk_stmt_col_int(s, 13);
         if (!v->id || !v->end_reason) rc = JK_ENOMEM;
     }
@@ -771,9 +738,9 @@ jk_rc jk_ih_visit_open(jk_conn *c, const struct jk_ih_call *k, const struct jk_i
                                 .end_reason = "",
                                 .amount_fen = o->amount_fen};
     jk_stmt *s;
-    rc = q(c, sql, &s, NULL, "tttittttttii", out->id, out->patient_id, out->person, out->account_id,
-           out->org, out->doctor, out->condition_code, out->basis, out->guardian, out->status,
-           out->started_ms, out->amount_fen);
+    rc = jk_conn_query(c, sql, &s, NULL, "tttittttttii", out->id, out->patient_id, out->person,
+                       out->account_id, out->org, out->doctor, out->condition_code, out->basis,
+                       out->guardian, out->status, out->started_ms, out->amount_fen);
     if (s) jk_stmt_reset(s);
     return rc;
 }
@@ -788,9 +755,9 @@ static jk_rc set_status(jk_conn *c, const struct jk_ih_call *k, struct jk_ih_vis
                                   " WHERE id = ? AND status IN ('pending', 'open')";
     int is_end = from == NULL;
     jk_stmt *s;
-    jk_rc rc = is_end
-                   ? q(c, sql_end, &s, NULL, "titt", status, k->now_ms, reason ? reason : "", v->id)
-                   : q(c, sql_open, &s, NULL, "ttt", status, v->id, from);
+    jk_rc rc = is_end ? jk_conn_query(c, sql_end, &s, NULL, "titt", status, k->now_ms,
+                                      reason ? reason : "", v->id)
+                      : jk_conn_query(c, sql_open, &s, NULL, "ttt", status, v->id, from);
     int64_t n = !rc ? jk_stmt_changes(s) : 0;
     if (s) jk_stmt_reset(s);
     if (rc) return rc;
@@ -873,7 +840,7 @@ jk_rc jk_ih_post(jk_conn *c, const struct jk_ih_call *k, const struct jk_ih_visi
                               " ('pending', 'open')";
     char t[32];
     jk_stmt *s;
-    jk_rc rc = q(c, sql, &s, NULL, "t", v->id);
+    jk_rc rc = jk_conn_query(c, sql, &s, NULL, "t", v->id);
     int is_live = !rc && jk_stmt_changes(s) > 0;
     if (s) jk_stmt_reset(s);
     if (rc) return rc;
@@ -925,9 +892,9 @@ jk_rc jk_ih_messages(jk_conn *c, struct jk_arena *a, const char *id, struct json
     const char **ids = jk_arena_alloc(a, MAX_MSGS * sizeof *ids);
     size_t n = 0;
     if (!ids) return JK_ENOMEM;
-    jk_rc rc = q(c, sql, &s, &has_row, "t", id);
+    jk_rc rc = jk_conn_query(c, sql, &s, &has_row, "t", id);
     while (!rc && has_row && n < MAX_MSGS) {
-        if (!(ids[n++] = col(a, s, 0))) rc = JK_ENOMEM;
+        if (!(ids[n++] = jk_stmt_col_dup(a, s, 0))) rc = JK_ENOMEM;
         if (!rc) rc = jk_stmt_step(s, &has_row);
     }
     if (s) jk_stmt_reset(s);

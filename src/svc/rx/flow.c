@@ -23,61 +23,6 @@
 
 /* ---- SQL helpers ---- */
 
-/* Prepares sql, binds the arguments ('t' text or NULL, 'i' int64) and steps once. The caller
- * reads the row (when *has_row) and resets the statement. */
-static jk_rc q(jk_conn *c, const char *sql, jk_stmt **s, int *has_row, const char *types, ...)
-{
-    va_list ap;
-    int dummy;
-    *s = NULL;
-    jk_rc rc = jk_conn_prepare(c, sql, s);
-    va_start(ap, types);
-    for (int i = 0; !rc && types[i]; i++) {
-        if (types[i] == 't') {
-            const char *t = va_arg(ap, const char *);
-            rc = t ? jk_stmt_text_arg(*s, i + 1, t, strlen(t)) : jk_stmt_null_arg(*s, i + 1);
-        } else
-            rc = jk_stmt_int_arg(*s, i + 1, va_arg(ap, int64_t));
-    }
-    va_end(ap);
-    if (!rc) rc = jk_stmt_step(*s, has_row ? has_row : &dummy);
-    return rc;
-}
-
-/* q for a statement whose rows are not read; *changes (may be NULL). */
-static jk_rc exec(jk_conn *c, const char *sql, int64_t *changes, const char *types, ...)
-{
-    va_list ap;
-    int has_row;
-    jk_stmt *s = NULL;
-    jk_rc rc = jk_conn_prepare(c, sql, &s);
-    va_start(ap, types);
-    for (int i = 0; !rc && types[i]; i++) {
-        if (types[i] == 't') {
-            const char *t = va_arg(ap, const char *);
-            rc = t ? jk_stmt_text_arg(s, i + 1, t, strlen(t)) : jk_stmt_null_arg(s, i + 1);
-        } else
-            rc = jk_stmt_int_arg(s, i + 1, va_arg(ap, int64_t));
-    }
-    va_end(ap);
-    if (!rc) rc = jk_stmt_step(s, &has_row);
-    if (!rc && changes) *changes = jk_stmt_changes(s);
-    if (s) jk_stmt_reset(s);
-    return rc;
-}
-
-static const char *col(struct jk_arena *a, jk_stmt *s, int i)
-{
-    size_t n;
-    const char *t = jk_stmt_col_text(s, i, &n);
-    char *out = jk_arena_alloc(a, n + 1);
-    if (out) {
-        memcpy(out, t ? t : "", n);
-        out[n] = '\0';
-    }
-    return out;
-}
-
 /* ---- refusals ---- */
 
 /* A refusal with the rule as a stable code, message in the request's language. */
@@ -258,7 +203,7 @@ static void presc_row(struct jk_arena *a, jk_stmt *s, struct jk_rx_presc *p)
                         &p->summary,  &p->reviewer, &p->review_codes, &p->review_text,
                         &p->pharmacy, &p->delivery, &p->code_key};
     for (int i = 0; i < 15; i++)
-        *f[i] = col(a, s, i);
+        *f[i] = jk_stmt_col_dup(a, s, i);
     p->created_ms = jk_stmt_col_int(s, 15);
     p->reviewed_ms = jk_stmt_col_int(s, 16);
     p->valid_until_ms = jk_stmt_col_int(s, 17);
@@ -272,7 +217,7 @@ jk_rc jk_rx_flow_get(jk_conn *c, struct jk_arena *a, const char *id, struct jk_r
     static const char sql[] = "SELECT " PRESC_COLS " FROM rx_prescription WHERE id = ?";
     jk_stmt *s;
     int has_row = 0;
-    jk_rc rc = q(c, sql, &s, &has_row, "t", id);
+    jk_rc rc = jk_conn_query(c, sql, &s, &has_row, "t", id);
     if (!rc && !has_row) rc = JK_ENOTFOUND;
     if (!rc) presc_row(a, s, out);
     if (s) jk_stmt_reset(s);
@@ -339,16 +284,16 @@ jk_rc jk_rx_flow_delivery_get(jk_conn *c, struct jk_arena *a, const struct jk_rx
     jk_stmt *s;
     int has_row = 0;
     const char *sealed = "";
-    jk_rc rc = q(c, sql, &s, &has_row, "t", id);
+    jk_rc rc = jk_conn_query(c, sql, &s, &has_row, "t", id);
     if (!rc && !has_row) rc = JK_ENOTFOUND;
     if (!rc) {
-        out->prescription_id = col(a, s, 0);
-        out->pharmacy = col(a, s, 1);
-        out->status = col(a, s, 2);
-        out->carrier = col(a, s, 3);
-        out->waybill = col(a, s, 4);
-        out->history = col(a, s, 5);
-        sealed = col(a, s, 6);
+        out->prescription_id = jk_stmt_col_dup(a, s, 0);
+        out->pharmacy = jk_stmt_col_dup(a, s, 1);
+        out->status = jk_stmt_col_dup(a, s, 2);
+        out->carrier = jk_stmt_col_dup(a, s, 3);
+        out->waybill = jk_stmt_col_dup(a, s, 4);
+        out->history = jk_stmt_col_dup(a, s, 5);
+        sealed = jk_stmt_col_dup(a, s, 6);
         out->updated_ms = jk_stmt_col_int(s, 7);
         out->address = "";
     }
@@ -443,9 +388,9 @@ static jk_rc requests_by(jk_conn *c, const struct jk_rx_call *k, const struct jk
     size_t n = 0;
     jk_stmt *s;
     int has_row = 0;
-    jk_rc rc = q(c, sql, &s, &has_row, "ttt", param, ref_tail(target), target_type);
+    jk_rc rc = jk_conn_query(c, sql, &s, &has_row, "ttt", param, ref_tail(target), target_type);
     while (!rc && has_row && n < sizeof ids / sizeof ids[0]) {
-        ids[n++] = col(k->a, s, 0);
+        ids[n++] = jk_stmt_col_dup(k->a, s, 0);
         rc = jk_stmt_step(s, &has_row);
     }
     if (s) jk_stmt_reset(s);
@@ -675,9 +620,9 @@ jk_rc jk_rx_flow_review(jk_conn *c, const struct jk_rx_call *k, const char *id,
     }
     const char *codes = join_codes(k->a, dec->codes, dec->n_codes);
     if (!codes) return JK_ENOMEM;
-    rc = exec(c, sql, &changes, "ttitttit", dec->is_approve ? "approved" : "rejected",
-              dec->reviewer, k->now_ms, codes, dec->text ? dec->text : "",
-              dec->is_approve ? key : NULL, valid_until, id);
+    rc = jk_conn_run(c, sql, &changes, "ttitttit", dec->is_approve ? "approved" : "rejected",
+                     dec->reviewer, k->now_ms, codes, dec->text ? dec->text : "",
+                     dec->is_approve ? key : NULL, valid_until, id);
     if (!rc && !changes)
         return refuse(k, JK_ECONFLICT, "already-reviewed", NULL, "处方已由其他药师审核",
                       "another pharmacist reviewed the prescription first");
@@ -761,14 +706,16 @@ jk_rc jk_rx_flow_choose(jk_conn *c, const struct jk_rx_call *k, const char *id,
         return jk_diag_add(k->d, JK_EINVAL, "required", "address",
                            "a delivery needs the address to deliver to");
     if (is_delivery && (rc = seal_address(k, id, address, &sealed))) return rc;
-    rc = exec(c, sql, &changes, "ttit", ref_tail(pharmacy), mode, is_delivery ? k->now_ms : 0, id);
+    rc = jk_conn_run(c, sql, &changes, "ttit", ref_tail(pharmacy), mode,
+                     is_delivery ? k->now_ms : 0, id);
     if (!rc && !changes)
         return refuse(k, JK_ECONFLICT, "presented", NULL, "处方状态已变化，请刷新",
                       "the prescription changed meanwhile");
-    if (!rc) rc = exec(c, del_sql, NULL, "t", id);
+    if (!rc) rc = jk_conn_run(c, del_sql, NULL, "t", id);
     if (!rc && is_delivery) {
         const char *hist = history_add(k, "[]", "requested", NULL, NULL);
-        rc = hist ? exec(c, ins_sql, NULL, "tttit", id, ref_tail(pharmacy), sealed, k->now_ms, hist)
+        rc = hist ? jk_conn_run(c, ins_sql, NULL, "tttit", id, ref_tail(pharmacy), sealed,
+                                k->now_ms, hist)
                   : JK_ENOMEM;
     }
     if (!rc) rc = jk_rx_flow_get(c, k->a, id, out);
@@ -797,8 +744,8 @@ jk_rc jk_rx_flow_redeem(jk_conn *c, const struct jk_rx_call *k, const char *code
         return jk_diag_add(k->d, JK_EINVAL, "value", "code", "a redemption code is %d digits",
                            JK_RX_CODE_DIGITS);
     if (rc) return rc;
-    rc = q(c, find_sql, &s, &has_row, "t", key);
-    if (!rc && has_row) id = col(k->a, s, 0);
+    rc = jk_conn_query(c, find_sql, &s, &has_row, "t", key);
+    if (!rc && has_row) id = jk_stmt_col_dup(k->a, s, 0);
     if (s) jk_stmt_reset(s);
     if (rc) return rc;
     if (!id)
@@ -812,7 +759,7 @@ jk_rc jk_rx_flow_redeem(jk_conn *c, const struct jk_rx_call *k, const char *code
         *out = p;
         return JK_OK;
     }
-    rc = exec(c, sql, &changes, "titt", ph, k->now_ms, id, ph);
+    rc = jk_conn_run(c, sql, &changes, "titt", ph, k->now_ms, id, ph);
     if (!rc && !changes)
         return refuse(k, JK_ECONFLICT, "state", NULL, "处方状态已变化，请重试",
                       "the prescription changed meanwhile");
@@ -837,7 +784,7 @@ jk_rc jk_rx_flow_dispense(jk_conn *c, const struct jk_rx_call *k, const char *id
         return refuse(k, JK_EFORBIDDEN, "not-presented", NULL, "处方未提交本药房：请先核验取药码",
                       "the prescription was not presented to this pharmacy: verify its code "
                       "first");
-    rc = exec(c, sql, &changes, "itti", k->now_ms, id, ph, k->now_ms);
+    rc = jk_conn_run(c, sql, &changes, "itti", k->now_ms, id, ph, k->now_ms);
     if (!rc && !changes) /* a concurrent dispensing (or cancellation) committed first */
         return refuse(k, JK_ECONFLICT, "dispensed", NULL, "处方已调配发药，不能再次调配",
                       "the prescription has been dispensed already");
@@ -891,7 +838,7 @@ jk_rc jk_rx_flow_deliver(jk_conn *c, const struct jk_rx_call *k, const char *id,
     const char *way = waybill && *waybill ? waybill : d.waybill;
     const char *hist = history_add(k, d.history, status, carrier, waybill);
     if (!hist) return JK_ENOMEM;
-    rc = exec(c, sql, &changes, "ttttitt", status, car, way, hist, k->now_ms, id, d.status);
+    rc = jk_conn_run(c, sql, &changes, "ttttitt", status, car, way, hist, k->now_ms, id, d.status);
     if (!rc && !changes)
         return refuse(k, JK_ECONFLICT, "delivery-step", "status", "配送单状态已变化，请刷新",
                       "the delivery order changed meanwhile");
@@ -912,7 +859,8 @@ static jk_rc release(jk_conn *c, const struct jk_rx_call *k, const struct jk_rx_
     jk_rc rc = jk_rx_flow_delivery_get(c, k->a, NULL, p->id, &d);
     if (!rc && strcmp(d.status, "cancelled")) {
         const char *hist = history_add(k, d.history, "cancelled", NULL, NULL);
-        rc = hist ? exec(c, del_sql, NULL, "titt", hist, k->now_ms, p->id, d.status) : JK_ENOMEM;
+        rc = hist ? jk_conn_run(c, del_sql, NULL, "titt", hist, k->now_ms, p->id, d.status)
+                  : JK_ENOMEM;
     } else if (rc == JK_ENOTFOUND) {
         rc = JK_OK;
     }
@@ -949,7 +897,7 @@ jk_rc jk_rx_flow_cancel(jk_conn *c, const struct jk_rx_call *k, const char *id, 
         return refuse(k, JK_ECONFLICT, "shipped", NULL, "药品已发出，不能取消",
                       "the delivery order has been shipped: it can no longer be cancelled");
     if (rc && rc != JK_ENOTFOUND) return rc;
-    rc = exec(c, sql, &changes, "tt", id, p.status);
+    rc = jk_conn_run(c, sql, &changes, "tt", id, p.status);
     if (!rc && !changes)
         return refuse(k, JK_ECONFLICT, "state", NULL, "处方状态已变化，请刷新",
                       "the prescription changed meanwhile");
@@ -976,7 +924,7 @@ jk_rc jk_rx_flow_sweep(jk_conn *c, const struct jk_rx_call *k, size_t max, size_
     int has_row = 0;
     *n_done = 0;
     if (!due || !fresh) return JK_ENOMEM;
-    jk_rc rc = q(c, due_sql, &s, &has_row, "ii", k->now_ms, (int64_t)max);
+    jk_rc rc = jk_conn_query(c, due_sql, &s, &has_row, "ii", k->now_ms, (int64_t)max);
     while (!rc && has_row && n_due < max) {
         presc_row(k->a, s, &due[n_due++]);
         rc = jk_stmt_step(s, &has_row);
@@ -984,14 +932,14 @@ jk_rc jk_rx_flow_sweep(jk_conn *c, const struct jk_rx_call *k, size_t max, size_
     if (s) jk_stmt_reset(s);
     for (size_t i = 0; !rc && i < n_due; i++) {
         int64_t changes = 0;
-        rc = exec(c, upd_sql, &changes, "ti", due[i].id, k->now_ms);
+        rc = jk_conn_run(c, upd_sql, &changes, "ti", due[i].id, k->now_ms);
         if (!rc && changes)
             rc = release(c, k, &due[i], "expired", "处方已过有效期 / expired (code.validity_days)");
         if (!rc && changes) ++*n_done;
     }
-    if (!rc) rc = q(c, new_sql, &s, &has_row, "i", (int64_t)max);
+    if (!rc) rc = jk_conn_query(c, new_sql, &s, &has_row, "i", (int64_t)max);
     while (!rc && has_row && n_new < max) {
-        fresh[n_new++] = col(k->a, s, 0);
+        fresh[n_new++] = jk_stmt_col_dup(k->a, s, 0);
         rc = jk_stmt_step(s, &has_row);
     }
     if (s) jk_stmt_reset(s);
@@ -1122,7 +1070,7 @@ jk_rc jk_rx_flow_summarize(jk_conn *c, const struct jk_rx_call *k, const char *i
     size_t n;
     const char *text = jk_json_text(sum, k->a, &n);
     json_object_put(sum);
-    return text ? exec(c, sql, NULL, "tt", text, id) : JK_ENOMEM;
+    return text ? jk_conn_run(c, sql, NULL, "tt", text, id) : JK_ENOMEM;
 }
 
 /* ---- the review queue ---- */
@@ -1148,14 +1096,14 @@ static jk_rc queue_one(jk_conn *c, struct jk_arena *a, const char *org, int is_n
         after_ms = is_newest ? (int64_t)1 << 62 : -1; /* before or after every time */
         after_id = "";
     }
-    jk_rc rc = q(c, is_newest ? desc_sql : asc_sql, &s, &has_row, "titi", org, after_ms, after_id,
-                 (int64_t)limit);
+    jk_rc rc = jk_conn_query(c, is_newest ? desc_sql : asc_sql, &s, &has_row, "titi", org, after_ms,
+                             after_id, (int64_t)limit);
     while (!rc && has_row && *n < (size_t)limit) {
         presc_row(a, s, &out[(*n)++]);
         rc = jk_stmt_step(s, &has_row);
     }
     if (s) jk_stmt_reset(s);
-    if (!rc) rc = q(c, count_sql, &s, &has_row, "t", org);
+    if (!rc) rc = jk_conn_query(c, count_sql, &s, &has_row, "t", org);
     if (!rc && has_row) *total += jk_stmt_col_int(s, 0);
     if (s) jk_stmt_reset(s);
     return rc;

@@ -22,12 +22,6 @@
 
 /* ---- reads ---- */
 
-static const char *col(struct jk_arena *a, jk_stmt *s, int i)
-{
-    const char *t = jk_stmt_col_text(s, i, NULL);
-    return jk_arena_strdup(a, t ? t : "");
-}
-
 jk_rc jk_rx_visit_get(jk_conn *c, struct jk_arena *a, const char *id, struct jk_rx_visit *out)
 {
     static const char sql[] =
@@ -39,8 +33,9 @@ jk_rc jk_rx_visit_get(jk_conn *c, struct jk_arena *a, const char *id, struct jk_
     if (!rc) rc = jk_stmt_step(s, &has_row);
     if (!rc && !has_row) rc = JK_ENOTFOUND;
     if (!rc) {
-        *out = (struct jk_rx_visit){col(a, s, 0), col(a, s, 1), col(a, s, 2),
-                                    col(a, s, 3), col(a, s, 4), col(a, s, 5)};
+        *out = (struct jk_rx_visit){jk_stmt_col_dup(a, s, 0), jk_stmt_col_dup(a, s, 1),
+                                    jk_stmt_col_dup(a, s, 2), jk_stmt_col_dup(a, s, 3),
+                                    jk_stmt_col_dup(a, s, 4), jk_stmt_col_dup(a, s, 5)};
         if (!out->status) rc = JK_ENOMEM;
         /* the visits keep the PractitionerRole's id; a prescription names it as a reference */
         if (!rc && strncmp(out->doctor, "PractitionerRole/", 17) &&
@@ -476,10 +471,10 @@ static jk_rc prescription_row(jk_conn *c, struct jk_arena *a, const char *id, co
     if (!rc) rc = jk_stmt_step(s, &has_row);
     if (!rc && !has_row) rc = JK_ENOTFOUND;
     if (!rc) {
-        *doctor = col(a, s, 0);
-        *signature = col(a, s, 1);
-        *digest = col(a, s, 2);
-        if (!(*patient = col(a, s, 3))) rc = JK_ENOMEM;
+        *doctor = jk_stmt_col_dup(a, s, 0);
+        *signature = jk_stmt_col_dup(a, s, 1);
+        *digest = jk_stmt_col_dup(a, s, 2);
+        if (!(*patient = jk_stmt_col_dup(a, s, 3))) rc = JK_ENOMEM;
     }
     if (s) jk_stmt_reset(s);
     return rc;
