@@ -264,22 +264,6 @@ static int is_staff_of(const struct job *j, const char *org)
     return !strncmp(j->g->p.org, "Organization/", 13) && !strcmp(j->g->p.org + 13, org);
 }
 
-/* Whether Patient patient_id has an identity document in the person index (real name). */
-static jk_rc is_real_name(jk_conn *c, const char *patient_id, int *out)
-{
-    static const char sql[] = "SELECT id_key FROM mpi_record WHERE patient_id = ?";
-    jk_stmt *s;
-    int has_row = 0;
-    size_t n = 0;
-    jk_rc rc = jk_conn_prepare(c, sql, &s);
-    if (!rc) rc = jk_stmt_text_arg(s, 1, patient_id, strlen(patient_id));
-    if (!rc) rc = jk_stmt_step(s, &has_row);
-    if (!rc && has_row) jk_stmt_col_text(s, 0, &n);
-    *out = !rc && has_row && n > 0;
-    if (s) jk_stmt_reset(s);
-    return rc;
-}
-
 static jk_rc is_primary_care(struct jk_http_req *rq, jk_conn *c, const char *org_ref, int *out)
 {
     struct jk_res r;
@@ -326,7 +310,7 @@ static jk_rc resolve_who(struct jk_http_req *rq, struct job *j, const struct jk_
             return jk_diag_add(&rq->diag, JK_EFORBIDDEN, "forbidden", "channel",
                                "residents book online");
         const char *own = jk_api_ref_id(j->g->p.link, "Patient");
-        if ((rc = is_real_name(c, own, &ok))) return rc;
+        if ((rc = jk_mpi_is_real_name(c, own, &ok))) return rc;
         if (!ok)
             return jk_diag_add_text(&rq->diag, JK_EFORBIDDEN, "forbidden", NULL,
                                     "预约挂号需要实名认证：请先完成实名注册",
@@ -353,7 +337,7 @@ static jk_rc resolve_who(struct jk_http_req *rq, struct job *j, const struct jk_
     if (ch == JK_BK_ONLINE)
         return jk_diag_add(&rq->diag, JK_EFORBIDDEN, "forbidden", "channel",
                            "the online channel is the residents'");
-    if ((rc = is_real_name(c, patient, &ok))) return rc;
+    if ((rc = jk_mpi_is_real_name(c, patient, &ok))) return rc;
     if (!ok)
         return jk_diag_add(&rq->diag, JK_EFORBIDDEN, "forbidden", "patient",
                            "Patient/%s has no identity document: booking is by real name", patient);

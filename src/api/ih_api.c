@@ -15,6 +15,7 @@
 #include "core/time.h"
 #include "fhir/json.h"
 #include "fhir/rest.h"
+#include "mpi/mpi.h"
 #include "svc/ih/video.h"
 #include "svc/ih/visit.h"
 
@@ -334,22 +335,6 @@ static jk_rc begin(struct jk_http_req *rq, enum op op, struct job **out)
 
 /* ---- POST /api/ih/visits ---- */
 
-/* Whether Patient patient_id has an identity document in the person index (real name). */
-static jk_rc is_real_name(jk_conn *c, const char *patient_id, int *out)
-{
-    static const char sql[] = "SELECT id_key FROM mpi_record WHERE patient_id = ?";
-    jk_stmt *s;
-    int has_row = 0;
-    size_t n = 0;
-    jk_rc rc = jk_conn_prepare(c, sql, &s);
-    if (!rc) rc = jk_stmt_text_arg(s, 1, patient_id, strlen(patient_id));
-    if (!rc) rc = jk_stmt_step(s, &has_row);
-    if (!rc && has_row) jk_stmt_col_text(s, 0, &n);
-    *out = !rc && has_row && n > 0;
-    if (s) jk_stmt_reset(s);
-    return rc;
-}
-
 /* The request's fields into j->o. */
 static jk_rc open_body(struct jk_http_req *rq, struct job *j, struct json_object *b)
 {
@@ -425,7 +410,7 @@ static jk_rc open_who(struct jk_http_req *rq, struct job *j, jk_conn *c)
     j->o.requester = own;
     j->o.is_ward = strcmp(own, j->o.patient_id) != 0;
     j->o.account_id = g->p.account_id;
-    if ((rc = is_real_name(c, own, &ok))) return rc;
+    if ((rc = jk_mpi_is_real_name(c, own, &ok))) return rc;
     if (ok) return JK_OK;
     jk_diag_add_text(&rq->diag, JK_EFORBIDDEN, "forbidden", NULL,
                      "在线复诊需要实名认证：请先完成实名注册",

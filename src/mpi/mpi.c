@@ -802,3 +802,16 @@ jk_rc jk_mpi_reviews_json(jk_conn *c, size_t max, struct json_object **out)
     jk_arena_free(a);
     return rc;
 }
+
+jk_rc jk_mpi_is_real_name(jk_conn *c, const char *patient_id, int *out)
+{
+    static const char sql[] = "SELECT id_key FROM mpi_record WHERE patient_id = ?";
+    jk_stmt *s;
+    int has_row = 0;
+    size_t n = 0;
+    jk_rc rc = jk_conn_query(c, sql, &s, &has_row, "t", patient_id);
+    if (!rc && has_row) jk_stmt_col_text(s, 0, &n);
+    *out = !rc && has_row && n > 0;
+    if (s) jk_stmt_reset(s);
+    return rc;
+}

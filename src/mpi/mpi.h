@@ -73,4 +73,7 @@ jk_rc jk_mpi_person_json(jk_conn *c, const char *person, struct json_object **ou
 jk_rc jk_mpi_history_json(jk_conn *c, const char *person, struct json_object **out);
 jk_rc jk_mpi_reviews_json(jk_conn *c, size_t max, struct json_object **out);
 
+/* Whether Patient patient_id has an identity document in the index (a real name): *out. */
+jk_rc jk_mpi_is_real_name(jk_conn *c, const char *patient_id, int *out);
+
 #endif
